@@ -1,3 +1,11 @@
 from django.contrib import admin
 
-# Register your models here.
+from benefits.models import Benefit
+
+
+@admin.register(Benefit)
+class BenefitAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind"]
+    list_filter = ["kind", "tiers"]
+    filter_horizontal = ["tiers"]
+    search_fields = ["name"]

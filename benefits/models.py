@@ -1,4 +1,4 @@
-"""Benefits that tiers unlock. Issuing and redemption come later; this is the catalogue."""
+"""The benefit catalogue: what each tier unlocks for its members."""
 
 from __future__ import annotations
 

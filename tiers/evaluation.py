@@ -137,7 +137,9 @@ def _apply(
         )
     with transaction.atomic():
         for tier_id, member_ids in by_target.items():
-            Member.objects.filter(pk__in=member_ids).update(tier_id=tier_id, tier_since=now)
+            Member.objects.filter(pk__in=member_ids).update(
+                tier_id=tier_id, tier_since=now
+            )
         TierChange.objects.bulk_create(history, batch_size=2000)
     return reasons
 
@@ -149,7 +151,7 @@ def _member_chunks(
     if member_ids is None:
         last_pk = 0
         while True:
-            chunk = list(
+            chunk: list[tuple[int, int | None]] = list(
                 Member.objects.filter(pk__gt=last_pk)
                 .order_by("pk")
                 .values_list("pk", "tier_id")[:chunk_size]
@@ -163,7 +165,9 @@ def _member_chunks(
         for start in range(0, len(ids), chunk_size):
             part = ids[start : start + chunk_size]
             chunk = list(
-                Member.objects.filter(pk__in=part).order_by("pk").values_list("pk", "tier_id")
+                Member.objects.filter(pk__in=part)
+                .order_by("pk")
+                .values_list("pk", "tier_id")
             )
             yield chunk, False
 
@@ -207,21 +211,13 @@ def evaluate(
             summary.tier_counts[evaluation.tier.name] += 1
         if commit:
             reasons = _apply(ladder, evaluations, as_of)
-            summary.promoted += reasons[TierChange.Reason.PROMOTION]
-            summary.demoted += reasons[TierChange.Reason.DEMOTION]
-            summary.initial += reasons[TierChange.Reason.INITIAL]
             kept.extend(e for e in evaluations if e.changed)
         else:
-            for evaluation in evaluations:
-                if evaluation.changed:
-                    reason = _reason(ladder, evaluation)
-                    if reason == TierChange.Reason.PROMOTION:
-                        summary.promoted += 1
-                    elif reason == TierChange.Reason.DEMOTION:
-                        summary.demoted += 1
-                    else:
-                        summary.initial += 1
+            reasons = Counter(_reason(ladder, e) for e in evaluations if e.changed)
             kept.extend(evaluations)
+        summary.promoted += reasons[TierChange.Reason.PROMOTION]
+        summary.demoted += reasons[TierChange.Reason.DEMOTION]
+        summary.initial += reasons[TierChange.Reason.INITIAL]
     logger.info(
         "evaluation finished as_of=%s evaluated=%d promoted=%d demoted=%d initial=%d",
         as_of.isoformat(),
@@ -233,7 +229,9 @@ def evaluate(
     return summary, kept
 
 
-def explain_member(member: Member, as_of: dt.datetime | None = None) -> MemberEvaluation:
+def explain_member(
+    member: Member, as_of: dt.datetime | None = None
+) -> MemberEvaluation:
     """Evaluate one member without writing anything, for pages and support staff."""
     as_of = as_of or timezone.now()
     ladder = Ladder.load()
@@ -241,7 +239,9 @@ def explain_member(member: Member, as_of: dt.datetime | None = None) -> MemberEv
     return evaluation
 
 
-def evaluate_member(member_id: int, as_of: dt.datetime | None = None) -> MemberEvaluation | None:
+def evaluate_member(
+    member_id: int, as_of: dt.datetime | None = None
+) -> MemberEvaluation | None:
     """Evaluate one member and record a change; return it, or None if unchanged."""
     _, changes = evaluate([member_id], as_of=as_of)
     return changes[0] if changes else None

@@ -35,7 +35,9 @@ class TierRule:
     combine: str
     requirements: tuple[RequirementRule, ...]
 
-    def check(self, metrics: dict[str, Decimal], as_of: dt.datetime) -> dict[str, object]:
+    def check(
+        self, metrics: dict[str, Decimal], as_of: dt.datetime
+    ) -> dict[str, object]:
         """Return the explanation of this tier for one member's metrics."""
         rows = []
         for requirement in self.requirements:

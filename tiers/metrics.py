@@ -100,20 +100,24 @@ class KindCatalogue:
         for kind in ActivityKind.objects.select_related("growth_weight"):
             ids_by_role.setdefault(kind.role, set()).add(kind.pk)
             weight = getattr(kind, "growth_weight", None)
-            if weight is not None and (weight.points_per_event or weight.points_per_unit):
+            if weight is not None and (
+                weight.points_per_event or weight.points_per_unit
+            ):
                 weights[kind.pk] = (weight.points_per_event, weight.points_per_unit)
         return cls({role: frozenset(ids) for role, ids in ids_by_role.items()}, weights)
 
 
-_COUNTED_ROLES = {
+_COUNTED_ROLES: dict[str, tuple[str, ...]] = {
     Metric.ORDERS: (ActivityKind.Role.PURCHASE,),
     Metric.VISITS: (ActivityKind.Role.VISIT,),
     Metric.REVIEWS: (ActivityKind.Role.REVIEW,),
     Metric.REFERRALS: (ActivityKind.Role.REFERRAL,),
 }
 # Every role but refunds makes a day active: a refund is not engagement.
-_ACTIVE_ROLES = tuple(r for r in ActivityKind.Role.values if r != ActivityKind.Role.REFUND)
-_MONEY = DecimalField(max_digits=20, decimal_places=4)
+_ACTIVE_ROLES = tuple(
+    r for r in ActivityKind.Role.values if r != ActivityKind.Role.REFUND
+)
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=20, decimal_places=4)
 
 
 def _aggregate(spec: MetricSpec, kinds: KindCatalogue, as_of: dt.datetime):  # type: ignore[no-untyped-def]
@@ -125,7 +129,9 @@ def _aggregate(spec: MetricSpec, kinds: KindCatalogue, as_of: dt.datetime):  # t
     if spec.metric == Metric.NET_SPEND:
         ids = kinds.ids(ActivityKind.Role.PURCHASE, ActivityKind.Role.REFUND)
         return Coalesce(
-            Sum("amount", filter=in_window & Q(kind_id__in=ids)), Value(ZERO), output_field=_MONEY
+            Sum("amount", filter=in_window & Q(kind_id__in=ids)),
+            Value(ZERO),
+            output_field=_MONEY,
         )
     if spec.metric in _COUNTED_ROLES:
         ids = kinds.ids(*_COUNTED_ROLES[spec.metric])

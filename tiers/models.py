@@ -22,13 +22,17 @@ class Tier(models.Model):
     rank = models.PositiveSmallIntegerField(
         _("rank"),
         unique=True,
-        help_text=_("Higher is better. The lowest rank is the base tier every member has."),
+        help_text=_(
+            "Higher is better. The lowest rank is the base tier every member has."
+        ),
     )
     colour = models.CharField(
         _("colour"),
         max_length=7,
         default="#8a8a8a",
-        validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", _("Use a colour like #c9a227."))],
+        validators=[
+            RegexValidator(r"^#[0-9a-fA-F]{6}$", _("Use a colour like #c9a227."))
+        ],
     )
     description = models.TextField(_("description"), blank=True)
     combine = models.CharField(
@@ -70,7 +74,9 @@ class Window(models.TextChoices):
 class Requirement(models.Model):
     """One condition on a metric over a window: reached when value >= threshold."""
 
-    tier = models.ForeignKey(Tier, on_delete=models.CASCADE, related_name="requirements")
+    tier = models.ForeignKey(
+        Tier, on_delete=models.CASCADE, related_name="requirements"
+    )
     metric = models.CharField(_("metric"), max_length=20, choices=Metric)
     window = models.CharField(
         _("window"), max_length=20, choices=Window, default=Window.ROLLING_DAYS
@@ -111,11 +117,19 @@ class Requirement(models.Model):
     def clean(self) -> None:
         if self.window == Window.ROLLING_DAYS and not self.window_days:
             raise ValidationError(
-                {"window_days": _("Enter the number of days for a 'last N days' window.")}
+                {
+                    "window_days": _(
+                        "Enter the number of days for a 'last N days' window."
+                    )
+                }
             )
         if self.window != Window.ROLLING_DAYS and self.window_days:
             raise ValidationError(
-                {"window_days": _("Leave days empty unless the window is 'last N days'.")}
+                {
+                    "window_days": _(
+                        "Leave days empty unless the window is 'last N days'."
+                    )
+                }
             )
         if (
             self.metric not in MONEY_METRICS
@@ -124,8 +138,10 @@ class Requirement(models.Model):
             and self.threshold != self.threshold.to_integral_value()
         ):
             raise ValidationError(
-                {"threshold": _("%(metric)s is a count; enter a whole number.")
-                 % {"metric": self.get_metric_display()}}
+                {
+                    "threshold": _("%(metric)s is a count; enter a whole number.")
+                    % {"metric": self.get_metric_display()}
+                }
             )
 
 
@@ -179,14 +195,18 @@ class TierChange(models.Model):
     reason = models.CharField(_("reason"), max_length=16, choices=Reason)
     explanation = models.JSONField(
         _("explanation"),
-        help_text=_("Each tier's requirements with value, threshold, window and result."),
+        help_text=_(
+            "Each tier's requirements with value, threshold, window and result."
+        ),
     )
 
     class Meta:
         ordering = ["-changed_at", "-pk"]
         verbose_name = _("tier change")
         verbose_name_plural = _("tier changes")
-        indexes = [models.Index(fields=["member", "-changed_at"], name="tierchange_member")]
+        indexes = [
+            models.Index(fields=["member", "-changed_at"], name="tierchange_member")
+        ]
 
     def __str__(self) -> str:
         return f"{self.from_tier} → {self.to_tier}"

@@ -1,0 +1,227 @@
+"""The demo program on real data: CDNOW's purchase log as a member ledger.
+
+The data set is P. Fader and B. Hardie's CDNOW purchase log (23,570 customers
+who first bought in the first quarter of 1997, followed to June 1998), shipped
+inside the MIT-licensed PyPI package Lifetimes 0.11.3 as
+``lifetimes/datasets/CDNOW_master.txt``. Its dates are moved forward by whole
+years so that "last 365 days" windows cover real activity today.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from django.db import transaction
+
+from benefits.models import Benefit
+from members.models import ActivityKind, Channel
+from tiers.models import GrowthWeight, Requirement, Tier
+
+logger = logging.getLogger(__name__)
+
+CDNOW_MEMBER = "lifetimes/datasets/CDNOW_master.txt"
+CDNOW_LAST_DAY = dt.date(1998, 6, 30)
+CHANNEL_CODE = "cdnow"
+DATA_NOTICE = (
+    "Demo data: the CDNOW purchase log, 1997–1998 (P. Fader and B. Hardie), "
+    "with every date moved forward by whole years so that it ends before today."
+)
+
+
+class DemoDataError(Exception):
+    """Raised when the CDNOW file is missing or not in the expected layout."""
+
+
+def extract_cdnow(wheel: Path, target: Path) -> Path:
+    """Copy CDNOW_master.txt out of the Lifetimes wheel (a zip file)."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(CDNOW_MEMBER)
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise DemoDataError(
+            f"{wheel} does not contain {CDNOW_MEMBER}: {error}"
+        ) from error
+    target.write_bytes(data)
+    return target
+
+
+def year_shift(today: dt.date) -> int:
+    """Return the whole number of years that moves 30 June 1998 closest before today."""
+    shift = today.year - CDNOW_LAST_DAY.year
+    if CDNOW_LAST_DAY.replace(year=CDNOW_LAST_DAY.year + shift) > today:
+        shift -= 1
+    return shift
+
+
+def _shift(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February into a common year
+        return day.replace(year=day.year + years, day=28)
+
+
+@dataclass(frozen=True)
+class ConvertedFiles:
+    members: Path
+    activities: Path
+    customers: int
+    purchases: int
+    shift_years: int
+
+
+def convert_cdnow(source: Path, folder: Path, today: dt.date) -> ConvertedFiles:
+    """Write the member and activity CSV files that staff would import.
+
+    Each CDNOW line becomes one purchase with a stable reference
+    ``<customer>-<date>-<n>``, n counting the customer's lines on that date, so
+    converting again gives the same references and re-importing adds nothing.
+    """
+    shift = year_shift(today)
+    first_purchase: dict[str, dt.date] = {}
+    seen_on_day: Counter[tuple[str, str]] = Counter()
+    activities_path = folder / "cdnow_activities.csv"
+    members_path = folder / "cdnow_members.csv"
+    purchases = 0
+    with (
+        source.open(encoding="ascii", newline="") as lines,
+        activities_path.open("w", encoding="utf-8", newline="") as out,
+    ):
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "external_id",
+                "occurred_at",
+                "amount",
+                "quantity",
+                "channel",
+                "kind",
+                "reference",
+            ]
+        )
+        for line_number, line in enumerate(lines, start=1):
+            fields = line.split()
+            if not fields or fields[0] == "customer_id":
+                continue
+            if len(fields) != 4:
+                raise DemoDataError(
+                    f"{source} line {line_number}: expected 4 fields "
+                    f"(customer, date, CDs, dollars), found {len(fields)}."
+                )
+            customer, raw_date, cds, dollars = fields
+            day = _shift(dt.datetime.strptime(raw_date, "%Y%m%d").date(), shift)  # noqa: DTZ007
+            seen_on_day[(customer, raw_date)] += 1
+            reference = f"{customer}-{raw_date}-{seen_on_day[(customer, raw_date)]}"
+            # CDNOW records days, not times: noon keeps every purchase inside its
+            # day in the program's time zone.
+            writer.writerow(
+                [
+                    customer,
+                    f"{day.isoformat()} 12:00",
+                    f"{Decimal(dollars):.2f}",
+                    cds,
+                    CHANNEL_CODE,
+                    "purchase",
+                    reference,
+                ]
+            )
+            purchases += 1
+            if customer not in first_purchase or day < first_purchase[customer]:
+                first_purchase[customer] = day
+    with members_path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(
+            ["external_id", "name", "phone", "email", "channel", "joined_at"]
+        )
+        for customer in sorted(first_purchase):
+            writer.writerow(
+                [
+                    customer,
+                    f"CDNOW customer {customer}",
+                    "",
+                    "",
+                    CHANNEL_CODE,
+                    first_purchase[customer].isoformat(),
+                ]
+            )
+    logger.info(
+        "converted CDNOW customers=%d purchases=%d shift_years=%d",
+        len(first_purchase),
+        purchases,
+        shift,
+    )
+    return ConvertedFiles(
+        members_path, activities_path, len(first_purchase), purchases, shift
+    )
+
+
+@transaction.atomic
+def ensure_demo_program() -> bool:
+    """Create the demo channel, ladder, weights and benefits unless a ladder exists.
+
+    Returns whether anything was created. Amounts are the log's US dollars.
+    """
+    Channel.objects.get_or_create(
+        code=CHANNEL_CODE,
+        defaults={"name": "CDNOW online store", "kind": Channel.Kind.ECOMMERCE},
+    )
+    if Tier.objects.exists():
+        return False
+    purchase = ActivityKind.objects.get(code="purchase")
+    GrowthWeight.objects.get_or_create(
+        kind=purchase,
+        defaults={"points_per_event": Decimal("10"), "points_per_unit": Decimal("1")},
+    )
+    member = Tier.objects.create(
+        name="Member",
+        rank=0,
+        colour="#7a8691",
+        description="Every registered customer.",
+    )
+    silver = Tier.objects.create(
+        name="Silver", rank=10, colour="#9ea7ad", combine=Tier.Combine.ANY
+    )
+    gold = Tier.objects.create(name="Gold", rank=20, colour="#c9a227")
+    platinum = Tier.objects.create(
+        name="Platinum", rank=30, colour="#4b5d7a", combine=Tier.Combine.ANY
+    )
+    rules = [
+        (silver, "net_spend", "rolling_days", 365, "100"),
+        (silver, "orders", "rolling_days", 365, "3"),
+        (gold, "net_spend", "rolling_days", 365, "300"),
+        (gold, "orders", "rolling_days", 365, "4"),
+        (gold, "active_days", "rolling_days", 365, "3"),
+        (platinum, "net_spend", "year_to_date", None, "800"),
+        (platinum, "growth_value", "lifetime", None, "3000"),
+    ]
+    for tier, metric, window, days, threshold in rules:
+        Requirement.objects.create(
+            tier=tier,
+            metric=metric,
+            window=window,
+            window_days=days,
+            threshold=Decimal(threshold),
+        )
+    perks = [
+        (
+            "Birthday coupon, 10% off",
+            Benefit.Kind.COUPON,
+            [member, silver, gold, platinum],
+        ),
+        ("Free standard shipping", Benefit.Kind.SERVICE, [silver, gold, platinum]),
+        ("5% off every order", Benefit.Kind.DISCOUNT, [gold]),
+        ("10% off every order", Benefit.Kind.DISCOUNT, [platinum]),
+        ("Dedicated support line", Benefit.Kind.SERVICE, [platinum]),
+        ("Listening party invitation", Benefit.Kind.EVENT, [gold, platinum]),
+    ]
+    for name, kind, tiers in perks:
+        benefit = Benefit.objects.create(name=name, kind=kind)
+        benefit.tiers.set(tiers)
+    logger.info("created demo ladder tiers=4 requirements=%d", len(rules))
+    return True

@@ -1,0 +1,78 @@
+"""Money and count formatting for member-facing pages.
+
+Both page languages (Simplified Chinese and English) group thousands with a
+comma and write the currency symbol before the amount, so these functions do
+not depend on the active language.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+
+from tiers.models import MONEY_METRICS
+
+CURRENCY_SYMBOLS = {"CNY": "¥", "USD": "$", "EUR": "€", "GBP": "£"}
+CENT = Decimal("0.01")
+
+
+def currency_symbol(currency: str | None = None) -> str:
+    """Return the symbol for an ISO 4217 code, or the code itself if it has none.
+
+    ``currency`` defaults to ``settings.CRM_CURRENCY``.
+    """
+    code = (currency or settings.CRM_CURRENCY).upper()
+    return CURRENCY_SYMBOLS.get(code, code)
+
+
+def format_money(
+    amount: Decimal | int,
+    currency: str | None = None,
+    *,
+    rounding: str = ROUND_HALF_UP,
+) -> str:
+    """Format an amount as "¥1,240" when it is whole, or "¥1,240.50" otherwise.
+
+    The amount is first rounded to cents with ``rounding``. A code without a
+    symbol is followed by a space ("CHF 1,240"), and a negative amount puts
+    the minus sign before the symbol ("-¥40").
+    """
+    cents = Decimal(amount).quantize(CENT, rounding=rounding)
+    if cents == cents.to_integral_value():
+        digits = f"{abs(cents):,.0f}"
+    else:
+        digits = f"{abs(cents):,.2f}"
+    symbol = currency_symbol(currency)
+    if symbol.isalpha():
+        symbol += " "
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{symbol}{digits}"
+
+
+def format_count(value: Decimal | int, *, rounding: str = ROUND_FLOOR) -> str:
+    """Format a count as a whole number with thousands separators ("1,240").
+
+    Growth value can carry fractions of a point, so the caller picks the
+    rounding: down for what a member has, up for a target or a shortfall.
+    """
+    whole = Decimal(value).to_integral_value(rounding=rounding)
+    return f"{whole:,.0f}"
+
+
+def format_metric_value(
+    metric: str,
+    value: Decimal | int,
+    *,
+    round_up: bool = False,
+    currency: str | None = None,
+) -> str:
+    """Format a metric's value as money for money metrics, else as a count.
+
+    ``round_up`` suits targets and shortfalls, which must never be shown
+    smaller than they are.
+    """
+    if metric in MONEY_METRICS:
+        rounding = ROUND_CEILING if round_up else ROUND_HALF_UP
+        return format_money(value, currency, rounding=rounding)
+    return format_count(value, rounding=ROUND_CEILING if round_up else ROUND_FLOOR)
