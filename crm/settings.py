@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "import_export",
     "django_q",
     "rest_framework",
+    "crm",
     "members",
     "tiers",
     "benefits",

@@ -74,7 +74,7 @@ def member_from_token(token: str) -> Member:
     try:
         public_id = uuid.UUID(hex=value)
     except ValueError:
-        # Only reachable with a token signed by other code with our salt.
+        # Reached only if other code signs a non-UUID value with this salt.
         raise InvalidMemberLink(f"Signed value {value!r} is not a UUID.") from None
 
     try:

@@ -1,3 +1,98 @@
-from django.shortcuts import render
+"""The member's own page, opened through a signed link (see members.links)."""
 
-# Create your views here.
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from benefits.models import Benefit
+from members.links import ExpiredMemberLink, InvalidMemberLink, member_from_token
+from members.models import Member
+from tiers.formatting import format_date, format_money
+from tiers.progress import member_progress
+
+logger = logging.getLogger(__name__)
+
+RECENT_ACTIVITY_COUNT = 10
+
+
+@dataclass(frozen=True)
+class ActivityRow:
+    """One line of the recent activity list, formatted for display."""
+
+    date_text: str
+    channel: str
+    kind: str
+    amount_text: str
+
+
+def _recent_activity(member: Member) -> list[ActivityRow]:
+    """Return the newest activities, with channel and kind joined in one query."""
+    activities = member.activities.select_related("channel", "kind").order_by(
+        "-occurred_at", "-pk"
+    )[:RECENT_ACTIVITY_COUNT]
+    return [
+        ActivityRow(
+            date_text=format_date(activity.occurred_at),
+            channel=str(activity.channel),
+            kind=activity.kind.name,
+            # Visits, reviews and referrals carry no amount, so none is shown.
+            amount_text=format_money(activity.amount) if activity.amount else "",
+        )
+        for activity in activities
+    ]
+
+
+def _benefits(member: Member) -> list[Benefit]:
+    # filter(tiers=None) would match benefits without any tier, so a member
+    # without a tier gets an empty list instead.
+    if member.tier_id is None:
+        return []
+    return list(Benefit.objects.filter(tiers=member.tier_id))
+
+
+def _keep_private(response: HttpResponse) -> HttpResponse:
+    # never_cache already forbids storing the page. This keeps search engines
+    # from indexing a link that a member pasted somewhere public.
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+@require_safe
+@never_cache
+def member_page(request: HttpRequest, token: str) -> HttpResponse:
+    """Render the tier, progress, benefits and recent activity for a link's member.
+
+    Responds 404 for a forged, edited or garbled token and 410 for an expired
+    one. Every response is marked no-store.
+    """
+    try:
+        member = member_from_token(token)
+    except ExpiredMemberLink as error:
+        logger.info("member page link rejected as expired: %s", error)
+        response = render(
+            request,
+            "members/link_expired.html",
+            {"max_age_days": settings.CRM_MEMBER_LINK_MAX_AGE_DAYS},
+            status=410,
+        )
+        return _keep_private(response)
+    except InvalidMemberLink as error:
+        logger.info("member page link rejected as invalid: %s", error)
+        response = render(request, "members/link_invalid.html", status=404)
+        return _keep_private(response)
+
+    context: dict[str, object] = {
+        "member": member,
+        "progress": member_progress(member),
+        "benefits": _benefits(member),
+        "activities": _recent_activity(member),
+    }
+    response = render(request, "members/member_page.html", context)
+    return _keep_private(response)

@@ -1,0 +1,450 @@
+"""The member page behind a signed link, and the link itself.
+
+Personas: Alice is a Silver member with ¥1,240 of net spend from two orders,
+Bob is another member whose data must never show on Alice's page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+import types
+from contextlib import contextmanager
+from unittest import mock
+
+import pytest
+from django.core import signing
+from django.urls import reverse
+from django.utils import timezone
+
+from benefits.models import Benefit
+from members import links
+from members.links import (
+    ExpiredMemberLink,
+    InvalidMemberLink,
+    member_from_token,
+    member_page_url,
+    member_token,
+)
+from members.models import Channel, Member
+from tests.conftest import SHANGHAI, make_member, record
+
+DAY = 24 * 60 * 60
+
+
+@contextmanager
+def signing_clock(days_later: float):
+    """Move the clock that django.core.signing reads ``days_later`` days ahead."""
+    # Only the module's own reference to `time` is replaced, so the test
+    # runner and the rest of Django keep the real clock.
+    moved = types.SimpleNamespace(time=lambda: time.time() + days_later * DAY)
+    with mock.patch.object(signing, "time", moved):
+        yield
+
+
+@pytest.fixture
+def alice(ladder, store) -> Member:
+    member = make_member(store, "A-1", name="Alice Wang")
+    member.tier = ladder["silver"]
+    member.tier_since = timezone.now() - dt.timedelta(days=40)
+    member.save()
+    now = timezone.now()
+    record(member, store, "purchase", now - dt.timedelta(days=30), "1000")
+    record(member, store, "purchase", now - dt.timedelta(days=3), "300")
+    record(member, store, "refund", now - dt.timedelta(days=2), "-60")
+    return member
+
+
+@pytest.fixture
+def bob(ladder) -> Member:
+    shop = Channel.objects.create(code="bobs-shop", name="Harbour outlet")
+    member = make_member(shop, "B-1", name="Bob Li")
+    member.tier = ladder["gold"]
+    member.save()
+    record(member, shop, "purchase", timezone.now() - dt.timedelta(days=1), "7777")
+    return member
+
+
+@pytest.fixture
+def benefits(ladder) -> dict[str, Benefit]:
+    birthday = Benefit.objects.create(
+        name="Birthday coupon", kind="coupon", description="¥50 off in your month."
+    )
+    birthday.tiers.add(ladder["silver"], ladder["gold"])
+    lounge = Benefit.objects.create(name="Gold lounge", kind="service")
+    lounge.tiers.add(ladder["gold"])
+    return {"birthday": birthday, "lounge": lounge}
+
+
+def progressbars(html: str) -> list[dict[str, str]]:
+    """Return the aria attributes of every role="progressbar" element."""
+    bars = []
+    for tag in re.findall(r'<div class="bar" role="progressbar"[^>]*>', html):
+        bars.append(dict(re.findall(r'(aria-[a-z]+)="([^"]*)"', tag)))
+    return bars
+
+
+# The link
+
+
+def test_link_round_trip(alice):
+    url = member_page_url(alice)
+    token = member_token(alice)
+
+    assert url.startswith("/m/")
+    assert url.endswith("/")
+    assert member_from_token(token) == alice
+
+
+def test_link_carries_public_id_not_pk(alice):
+    payload = member_token(alice).split(":")[0]
+
+    assert payload == alice.public_id.hex
+    assert payload != str(alice.pk)
+
+
+def test_link_valid_until_max_age(alice, settings):
+    settings.CRM_MEMBER_LINK_MAX_AGE_DAYS = 30
+    token = member_token(alice)
+
+    with signing_clock(days_later=29.9):
+        assert member_from_token(token) == alice
+    with signing_clock(days_later=30.1), pytest.raises(ExpiredMemberLink):
+        member_from_token(token)
+
+
+def test_link_max_age_from_settings(alice, settings):
+    settings.CRM_MEMBER_LINK_MAX_AGE_DAYS = 7
+    token = member_token(alice)
+
+    with signing_clock(days_later=8), pytest.raises(ExpiredMemberLink):
+        member_from_token(token)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "garbage", "a:b:c", "::", "x" * 500, "%00", "1"],
+)
+def test_link_garbled_tokens(db, token):
+    with pytest.raises(InvalidMemberLink):
+        member_from_token(token)
+
+
+def test_link_edited_to_other_member(alice, bob):
+    payload, timestamp, signature = member_token(alice).split(":")
+    edited = f"{bob.public_id.hex}:{timestamp}:{signature}"
+
+    with pytest.raises(InvalidMemberLink):
+        member_from_token(edited)
+
+
+def test_link_edited_timestamp(alice):
+    payload, timestamp, signature = member_token(alice).split(":")
+    later = signing.b62_encode(signing.b62_decode(timestamp) + DAY * 365)
+
+    with pytest.raises(InvalidMemberLink):
+        member_from_token(f"{payload}:{later}:{signature}")
+
+
+def test_link_forged_after_expiry_is_invalid(alice):
+    payload, timestamp, _ = member_token(alice).split(":")
+
+    # An old, unsigned token is rejected as invalid, not as expired.
+    with signing_clock(days_later=90), pytest.raises(InvalidMemberLink):
+        member_from_token(f"{payload}:{timestamp}:{'A' * 43}")
+
+
+def test_link_other_salt_rejected(alice):
+    other_use = signing.TimestampSigner(salt="some.other.feature")
+
+    with pytest.raises(InvalidMemberLink):
+        member_from_token(other_use.sign(alice.public_id.hex))
+
+
+def test_link_signed_non_uuid_rejected(db):
+    token = signing.TimestampSigner(salt=links.SALT).sign("42")
+
+    with pytest.raises(InvalidMemberLink, match="not a UUID"):
+        member_from_token(token)
+
+
+def test_link_revoked_by_new_public_id(alice):
+    token = member_token(alice)
+    Member.objects.filter(pk=alice.pk).update(
+        public_id="00000000-0000-4000-8000-0000000000a1"
+    )
+
+    with pytest.raises(InvalidMemberLink, match="revoked"):
+        member_from_token(token)
+
+
+# The page
+
+
+def test_page_shows_tier_and_bars(client, alice):
+    response = client.get(member_page_url(alice), HTTP_ACCEPT_LANGUAGE="en")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Hello, Alice Wang" in html
+    assert "Silver" in html
+    assert "--badge-bg: #9ea7ad" in html
+    assert "Gold" in html
+    assert "To reach Gold, meet all of these:" in html
+    assert "¥1,240 / ¥5,000" in html
+    assert "¥3,760 more net spend within the last 365 days" in html
+    assert "4 more orders within the last 365 days" in html
+
+    bars = progressbars(html)
+    assert len(bars) == 2
+    assert bars[0]["aria-valuenow"] == "24"
+    assert bars[0]["aria-valuemin"] == "0"
+    assert bars[0]["aria-valuemax"] == "100"
+    assert bars[0]["aria-valuetext"] == "¥1,240 of ¥5,000"
+    assert bars[1]["aria-valuenow"] == "33"
+    assert bars[1]["aria-valuetext"] == "2 of 6"
+
+
+def test_page_chinese_by_default(client, alice):
+    response = client.get(member_page_url(alice))
+
+    html = response.content.decode()
+    assert '<html lang="zh-hans">' in html
+    assert "当前等级" in html
+    assert "近365天内还差净消费¥3,760" in html
+    assert "同时满足以下全部条件即可升级为Gold：" in html
+    assert response["Content-Language"] == "zh-hans"
+
+
+def test_page_honours_accept_language(client, alice):
+    chinese = client.get(member_page_url(alice), HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9")
+    english = client.get(member_page_url(alice), HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.8")
+
+    assert "当前等级" in chinese.content.decode()
+    assert "Your tier" in english.content.decode()
+    assert english["Content-Language"] == "en"
+
+
+def test_page_language_switch(client, alice):
+    url = member_page_url(alice)
+    page = client.get(url).content.decode()
+    assert f'<input type="hidden" name="next" value="{url}">' in page
+    assert 'action="/i18n/setlang/"' in page
+
+    switched = client.post(reverse("set_language"), {"language": "en", "next": url})
+
+    assert switched.status_code == 302
+    assert switched["Location"] == url
+    english = client.get(url).content.decode()
+    assert '<html lang="en">' in english
+    assert "Your tier" in english
+
+    client.post(reverse("set_language"), {"language": "zh-hans", "next": url})
+    assert "当前等级" in client.get(url).content.decode()
+
+
+def test_page_benefits_of_current_tier(client, alice, benefits):
+    html = client.get(member_page_url(alice)).content.decode()
+
+    assert "Birthday coupon" in html
+    assert "¥50 off in your month." in html
+    assert "Gold lounge" not in html
+
+
+def test_page_without_benefits(client, alice):
+    html = client.get(
+        member_page_url(alice), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+
+    assert "Your tier has no benefits yet." in html
+
+
+def test_page_member_without_tier(client, ladder, store, benefits):
+    newcomer = make_member(store, "N-1", name="New Member")
+    untiered = Benefit.objects.create(name="Tierless perk", kind="gift")
+
+    html = client.get(
+        member_page_url(newcomer), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+
+    assert "Your tier has not been set yet." in html
+    assert "To reach Silver:" in html
+    assert untiered.name not in html
+    assert "Birthday coupon" not in html
+
+
+def test_page_top_tier(client, ladder, store):
+    top = make_member(store, "P-1", name="Top Member")
+    top.tier = ladder["platinum"]
+    top.save()
+
+    response = client.get(member_page_url(top), HTTP_ACCEPT_LANGUAGE="en")
+
+    html = response.content.decode()
+    assert "You have reached the top tier." in html
+    assert progressbars(html) == []
+
+
+def test_page_ten_newest_activities(client, alice, store):
+    base = timezone.now() - dt.timedelta(days=200)
+    for day in range(12):
+        record(alice, store, "visit", base + dt.timedelta(days=day), "0", f"V-{day}")
+
+    response = client.get(member_page_url(alice))
+
+    rows = response.context["activities"]
+    assert len(rows) == 10
+    assert [row.kind for row in rows[:3]] == ["Refund", "Purchase", "Purchase"]
+    assert rows[2].amount_text == "¥1,000"
+    assert rows[0].amount_text == "-¥60"
+    assert rows[3].amount_text == ""
+    assert rows[0].channel == "Xuhui store"
+
+
+def test_page_activity_date_in_program_zone(client, alice, store):
+    local_day = timezone.localdate(timezone.now(), SHANGHAI) - dt.timedelta(days=1)
+    # 00:30 in Shanghai is 16:30 UTC on the day before.
+    just_after_midnight = dt.datetime.combine(local_day, dt.time(0, 30), SHANGHAI)
+    record(alice, store, "purchase", just_after_midnight, "88")
+
+    response = client.get(member_page_url(alice), HTTP_ACCEPT_LANGUAGE="en")
+
+    (row,) = [r for r in response.context["activities"] if r.amount_text == "¥88"]
+    assert row.date_text == f"{local_day.day} {local_day:%b %Y}"
+
+
+def test_page_data_notice_when_set(client, alice, settings):
+    settings.CRM_DATA_NOTICE = "Demo data, shifted to the present."
+    with_notice = client.get(member_page_url(alice)).content.decode()
+
+    settings.CRM_DATA_NOTICE = ""
+    without_notice = client.get(member_page_url(alice)).content.decode()
+
+    assert "Demo data, shifted to the present." in with_notice
+    assert 'class="notice"' not in without_notice
+
+
+def test_page_does_not_leak_other_members(client, alice, bob):
+    html = client.get(member_page_url(alice)).content.decode()
+
+    assert "Bob Li" not in html
+    assert "Harbour outlet" not in html
+    assert "7,777" not in html
+    assert str(bob.public_id.hex) not in html
+
+
+def test_page_no_store_and_noindex(client, alice):
+    response = client.get(member_page_url(alice))
+
+    assert "no-store" in response["Cache-Control"]
+    assert "private" in response["Cache-Control"]
+    assert response["X-Robots-Tag"] == "noindex, nofollow"
+
+
+def test_page_rejects_post(client, alice):
+    response = client.post(member_page_url(alice))
+
+    assert response.status_code == 405
+
+
+def test_page_query_count_is_flat(
+    client, alice, store, benefits, ladder, django_assert_num_queries
+):
+    url = member_page_url(alice)
+    # Eight queries: the member joined with its tier, then four for the
+    # evaluation (tiers, requirements, activity kinds, metrics aggregate),
+    # then tier colours, benefits, and activities joined with channel and kind.
+    with django_assert_num_queries(8):
+        client.get(url)
+
+    for number in range(25):
+        record(alice, store, "purchase", timezone.now(), "10", f"MORE-{number}")
+    for number in range(6):
+        perk = Benefit.objects.create(name=f"Perk {number}", kind="gift")
+        perk.tiers.add(ladder["silver"])
+
+    with django_assert_num_queries(8):
+        response = client.get(url)
+    assert len(response.context["activities"]) == 10
+    assert len(response.context["benefits"]) == 7
+
+
+# Links that do not work
+
+
+def test_forged_token_404(client, db):
+    response = client.get("/m/forged-token/", HTTP_ACCEPT_LANGUAGE="en")
+
+    assert response.status_code == 404
+    assert "This link is not valid" in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_forged_token_404_in_chinese(client, db):
+    response = client.get("/m/forged-token/")
+
+    assert response.status_code == 404
+    assert "链接无效" in response.content.decode()
+
+
+def test_edited_token_404(client, alice, bob):
+    payload, timestamp, signature = member_token(alice).split(":")
+    edited_member = f"{bob.public_id.hex}:{timestamp}:{signature}"
+    last = "B" if signature[-1] != "B" else "C"
+    edited_signature = f"{payload}:{timestamp}:{signature[:-1]}{last}"
+
+    for token in (edited_member, edited_signature, f"{payload}:{timestamp}"):
+        response = client.get(f"/m/{token}/", HTTP_ACCEPT_LANGUAGE="en")
+        html = response.content.decode()
+        assert response.status_code == 404, token
+        assert "This link is not valid" in html
+        assert "Bob Li" not in html
+        assert "Alice Wang" not in html
+
+
+def test_expired_token_410(client, alice, settings):
+    settings.CRM_MEMBER_LINK_MAX_AGE_DAYS = 30
+    url = member_page_url(alice)
+
+    with signing_clock(days_later=31):
+        response = client.get(url, HTTP_ACCEPT_LANGUAGE="en")
+
+    html = response.content.decode()
+    assert response.status_code == 410
+    assert "This link has expired; ask the store for a new one." in html
+    assert "work for 30 days" in html
+    assert "Alice Wang" not in html
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_expired_token_410_in_chinese(client, alice):
+    url = member_page_url(alice)
+
+    with signing_clock(days_later=400):
+        response = client.get(url)
+
+    assert response.status_code == 410
+    assert "链接已过期，请向门店索取新链接。" in response.content.decode()
+
+
+def test_deleted_member_link_404(client, ladder, store):
+    deleted_member = make_member(store, "G-1", name="Deleted Member")
+    url = member_page_url(deleted_member)
+    deleted_member.identities.all().delete()
+    deleted_member.delete()
+
+    response = client.get(url)
+
+    assert response.status_code == 404
+
+
+def test_money_amounts_use_currency_setting(client, alice, settings):
+    settings.CRM_CURRENCY = "USD"
+
+    html = client.get(
+        member_page_url(alice), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+
+    assert "$1,240 / $5,000" in html
+    assert "¥" not in html

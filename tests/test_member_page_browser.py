@@ -1,0 +1,173 @@
+"""The member page in Debian's chromium at phone size, driven by Playwright."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from benefits.models import Benefit
+from members.links import member_page_url
+from members.models import Member
+from tests.conftest import make_member, record
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {"width": 375, "height": 740}
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    # serialized_rollback restores the activity kinds that a migration
+    # creates, because a transactional test flushes every table afterwards.
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+
+@pytest.fixture(autouse=True)
+def allow_orm_beside_playwright(monkeypatch):
+    """Let the ORM run while Playwright's sync API has an event loop running.
+
+    Django rejects ORM calls from a thread with a running loop unless
+    DJANGO_ALLOW_ASYNC_UNSAFE is set. The variable is set per test, because a
+    module-level setting would reach every later test and its subprocesses,
+    and `manage.py check --deploy` fails on it.
+    """
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package.")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+        # ORM calls made while Playwright runs get their own connections,
+        # which Django's teardown does not see. Left open, they stop
+        # PostgreSQL from dropping the test database at the end of the run.
+        connections.close_all()
+
+
+@pytest.fixture
+def silver_member(ladder, store) -> Member:
+    """A Silver member with ¥1,240 of ¥5,000 and 2 of 6 orders towards Gold."""
+    member = make_member(store, "S-1", name="Zhang Wei")
+    member.tier = ladder["silver"]
+    member.tier_since = timezone.now() - dt.timedelta(days=60)
+    member.save()
+    now = timezone.now()
+    record(member, store, "purchase", now - dt.timedelta(days=40), "1000")
+    record(member, store, "purchase", now - dt.timedelta(days=5), "300")
+    record(member, store, "refund", now - dt.timedelta(days=4), "-60")
+    record(member, store, "visit", now - dt.timedelta(days=1))
+    coupon = Benefit.objects.create(
+        name="生日券 Birthday coupon",
+        kind="coupon",
+        description="¥50 off during your birthday month, once a year.",
+    )
+    coupon.tiers.add(ladder["silver"])
+    return member
+
+
+def read_bars(page) -> list[dict[str, str]]:
+    bars = []
+    for bar in page.get_by_role("progressbar").all():
+        bars.append(
+            {
+                "now": bar.get_attribute("aria-valuenow"),
+                "max": bar.get_attribute("aria-valuemax"),
+                "text": bar.inner_text().strip(),
+                "value_text": bar.get_attribute("aria-valuetext"),
+                "fill": bar.locator(".bar-fill").bounding_box()["width"],
+                "track": bar.locator(".bar-track").bounding_box()["width"],
+            }
+        )
+    return bars
+
+
+def test_member_page_on_phone(live_server, silver_member, chromium):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = chromium.new_context(viewport=PHONE, locale="zh-CN")
+    page = context.new_page()
+    url = live_server.url + member_page_url(silver_member)
+
+    response = page.goto(url)
+
+    assert response.status == 200
+    assert page.locator("html").get_attribute("lang") == "zh-hans"
+    assert page.get_by_text("当前等级").is_visible()
+    # A filled badge shows that the stylesheet loaded.
+    badge_colour = page.locator(".current-tier").evaluate(
+        "element => getComputedStyle(element).backgroundColor"
+    )
+    assert badge_colour == "rgb(158, 167, 173)"
+
+    bars = read_bars(page)
+    assert len(bars) == 2
+    spend, orders = bars
+    assert spend["now"] == "24"
+    assert spend["max"] == "100"
+    assert spend["text"] == "24%"
+    assert spend["value_text"] == "已达¥1,240，目标¥5,000"
+    assert spend["fill"] == pytest.approx(spend["track"] * 0.24, abs=2)
+    assert orders["now"] == "33"
+    assert orders["text"] == "33%"
+    assert orders["value_text"] == "已达2，目标6"
+    assert page.get_by_text("近365天内还差净消费¥3,760").is_visible()
+    assert page.get_by_text("近365天内还差4笔订单").is_visible()
+
+    # Nothing may force sideways scrolling on a 375px-wide screen.
+    page_width = page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= PHONE["width"]
+    page.screenshot(path=ARTIFACTS / "member_page.png", full_page=True)
+
+    page.get_by_role("button", name="English").click()
+    page.wait_for_load_state()
+
+    assert page.locator("html").get_attribute("lang") == "en"
+    # set_language redirected back to the same signed link.
+    assert page.url == url
+    assert page.get_by_text("Your tier", exact=True).is_visible()
+    english_bars = read_bars(page)
+    assert [bar["now"] for bar in english_bars] == ["24", "33"]
+    assert english_bars[0]["value_text"] == "¥1,240 of ¥5,000"
+    assert page.get_by_text(
+        "¥3,760 more net spend within the last 365 days"
+    ).is_visible()
+    assert page.get_by_text("4 more orders within the last 365 days").is_visible()
+    page.screenshot(path=ARTIFACTS / "member_page_en.png", full_page=True)
+
+    page.get_by_role("button", name="简体中文").click()
+    page.wait_for_load_state()
+
+    assert page.locator("html").get_attribute("lang") == "zh-hans"
+    assert page.get_by_text("当前等级").is_visible()
+    context.close()
+
+
+def test_invalid_link_in_browser(live_server, db, chromium):
+    context = chromium.new_context(viewport=PHONE, locale="en-US")
+    page = context.new_page()
+
+    response = page.goto(live_server.url + "/m/not-a-real-link/")
+
+    assert response.status == 404
+    assert page.get_by_role("heading", name="This link is not valid").is_visible()
+    context.close()

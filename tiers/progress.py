@@ -1,0 +1,355 @@
+"""A member's progress towards the next tier, as the member page shows it.
+
+build_progress() is pure. It reads a member, the explanation that
+tiers.evaluation.explain_member() returns and a map of tier colours, and runs
+no query. member_progress() loads those and calls it. Texts are built in the
+active language, so build the progress inside the request that renders it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from django.utils.text import capfirst
+from django.utils.translation import gettext, ngettext, ngettext_lazy
+
+from members.models import Member
+from tiers.evaluation import explain_member
+from tiers.formatting import (
+    format_count,
+    format_date,
+    format_day_month,
+    format_metric_value,
+    local_date,
+)
+from tiers.models import Metric, Tier, Window
+
+DEFAULT_COLOUR = "#8a8a8a"
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+# Shortfall phrases for count metrics. ngettext picks the plural form from the
+# "number" key, and the text shows "count", the same number with thousands
+# separators.
+_MISSING_COUNT = {
+    Metric.ORDERS: ngettext_lazy(
+        "%(count)s more order", "%(count)s more orders", "number"
+    ),
+    Metric.ACTIVE_DAYS: ngettext_lazy(
+        "%(count)s more active day", "%(count)s more active days", "number"
+    ),
+    Metric.VISITS: ngettext_lazy(
+        "%(count)s more visit", "%(count)s more visits", "number"
+    ),
+    Metric.REVIEWS: ngettext_lazy(
+        "%(count)s more review", "%(count)s more reviews", "number"
+    ),
+    Metric.REFERRALS: ngettext_lazy(
+        "%(count)s more referral", "%(count)s more referrals", "number"
+    ),
+    Metric.GROWTH_VALUE: ngettext_lazy(
+        "%(count)s more point of growth value",
+        "%(count)s more points of growth value",
+        "number",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TierBadge:
+    """A tier as a coloured badge: its name, background and readable text colour."""
+
+    name: str
+    colour: str
+    text_colour: str
+    since: dt.datetime | None = None
+    since_text: str = ""
+
+
+@dataclass(frozen=True)
+class RequirementProgress:
+    """One progress bar, for one requirement of the next tier."""
+
+    metric: str
+    label: str
+    value: Decimal
+    target: Decimal
+    value_text: str
+    target_text: str
+    progress_text: str
+    percent: int
+    met: bool
+    window: str
+    window_text: str
+    missing: Decimal
+    missing_text: str
+
+
+@dataclass(frozen=True)
+class NextTier:
+    """The tier above the member's, with one bar per requirement."""
+
+    badge: TierBadge
+    combine: str
+    reached: bool
+    rule_text: str
+    requirements: tuple[RequirementProgress, ...]
+
+    @property
+    def needs_all(self) -> bool:
+        return self.combine != Tier.Combine.ANY
+
+
+@dataclass(frozen=True)
+class MemberProgress:
+    """The member page's tier section. ``next_tier`` is None at the top tier."""
+
+    as_of: dt.datetime
+    as_of_text: str
+    current: TierBadge | None
+    next_tier: NextTier | None
+
+
+def percent_of(value: Decimal, target: Decimal) -> int:
+    """Return value as a whole percent of target, rounded down, within 0 to 100.
+
+    Rounding down keeps 100 for a met requirement, so 4,999.99 of 5,000 is 99.
+    """
+    if target <= 0:
+        return 100 if value >= target else 0
+    if value <= 0:
+        return 0
+    percent = (value * 100 / target).to_integral_value(rounding=ROUND_FLOOR)
+    return int(min(percent, Decimal(100)))
+
+
+def window_deadline(window: str, as_of: dt.datetime) -> dt.date | None:
+    """Return the last day that counts towards a window, or None if it slides.
+
+    Only a calendar year window has one, which is 31 December of the year
+    that ``as_of`` falls in, in the program's time zone. Rolling windows move
+    every day and lifetime windows never close.
+    """
+    if window == Window.YEAR_TO_DATE:
+        return dt.date(local_date(as_of).year, 12, 31)
+    return None
+
+
+def describe_window(
+    window: str, days: int | None, start: dt.datetime | None, end: dt.datetime
+) -> str:
+    """Describe a requirement's window in words with its dates.
+
+    For example "Last 365 days (15 Mar 2024 – 14 Mar 2025)", "Calendar year
+    2025 (1 January – 31 December)" or "All time, up to 14 Mar 2025".
+    """
+    if window == Window.ROLLING_DAYS and days and start is not None:
+        return ngettext(
+            "Last %(days)s day (%(start)s – %(end)s)",
+            "Last %(days)s days (%(start)s – %(end)s)",
+            days,
+        ) % {"days": days, "start": format_date(start), "end": format_date(end)}
+    if window == Window.YEAR_TO_DATE:
+        year = local_date(end).year
+        return gettext("Calendar year %(year)s (%(start)s – %(end)s)") % {
+            "year": year,
+            "start": format_day_month(dt.date(year, 1, 1)),
+            "end": format_day_month(dt.date(year, 12, 31)),
+        }
+    if window == Window.LIFETIME:
+        return gettext("All time, up to %(date)s") % {"date": format_date(end)}
+    raise ValueError(
+        f"Invalid window {window!r} with days={days!r}. Expected rolling_days "
+        "with days of at least 1, year_to_date or lifetime."
+    )
+
+
+def describe_shortfall(metric: str, missing: Decimal) -> str:
+    """Describe what a metric lacks, e.g. "¥1,240 more net spend", "3 more orders"."""
+    if metric == Metric.NET_SPEND:
+        amount = format_metric_value(metric, missing, round_up=True)
+        return gettext("%(amount)s more net spend") % {"amount": amount}
+    if metric not in _MISSING_COUNT:
+        raise ValueError(
+            f"Invalid metric {metric!r}. Expected one of {', '.join(Metric.values)}."
+        )
+    number = int(missing.to_integral_value(rounding=ROUND_CEILING))
+    return _MISSING_COUNT[Metric(metric)] % {
+        "number": number,
+        "count": format_count(number),
+    }
+
+
+def describe_missing(
+    metric: str,
+    missing: Decimal,
+    window: str,
+    days: int | None,
+    as_of: dt.datetime,
+) -> str:
+    """Describe what a requirement lacks and by when, or that it is reached.
+
+    For example "¥1,240 more net spend by 31 December" for a calendar year
+    window and "3 more orders within the last 365 days" for a rolling one.
+    """
+    if missing <= 0:
+        return gettext("Reached")
+    shortfall = describe_shortfall(metric, missing)
+    deadline = window_deadline(window, as_of)
+    if deadline is not None:
+        # Translators: "missing" is a shortfall such as "¥1,240 more net
+        # spend"; "date" is a day and month such as "31 December".
+        return gettext("%(missing)s by %(date)s") % {
+            "missing": shortfall,
+            "date": format_day_month(deadline),
+        }
+    if window == Window.ROLLING_DAYS and days:
+        return ngettext(
+            "%(missing)s within the last %(days)s day",
+            "%(missing)s within the last %(days)s days",
+            days,
+        ) % {"missing": shortfall, "days": days}
+    if window == Window.LIFETIME:
+        return gettext("%(missing)s in total") % {"missing": shortfall}
+    raise ValueError(
+        f"Invalid window {window!r} with days={days!r}. Expected rolling_days "
+        "with days of at least 1, year_to_date or lifetime."
+    )
+
+
+def describe_rule(tier_name: str, combine: str, requirement_count: int) -> str:
+    """Say whether reaching a tier takes all of its requirements or any one."""
+    if requirement_count == 1:
+        return gettext("To reach %(tier)s:") % {"tier": tier_name}
+    if combine == Tier.Combine.ANY:
+        return gettext("To reach %(tier)s, meet any one of these:") % {
+            "tier": tier_name
+        }
+    return gettext("To reach %(tier)s, meet all of these:") % {"tier": tier_name}
+
+
+def readable_text_colour(background: str) -> str:
+    """Return black or white, whichever contrasts more with ``background``.
+
+    Uses the WCAG 2.1 relative luminance and contrast ratio formulas.
+    """
+    channels = [int(background[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [
+        c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+    ]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    contrast_with_white = 1.05 / (luminance + 0.05)
+    contrast_with_black = (luminance + 0.05) / 0.05
+    return "#000000" if contrast_with_black >= contrast_with_white else "#ffffff"
+
+
+def make_badge(
+    name: str, colour: str | None, since: dt.datetime | None = None
+) -> TierBadge:
+    """Build a badge, replacing a colour that is not "#rrggbb" with the default.
+
+    The colour goes into a style attribute, so only the validated form passes.
+    """
+    safe_colour = colour if colour and _HEX_COLOUR.match(colour) else DEFAULT_COLOUR
+    return TierBadge(
+        name=name,
+        colour=safe_colour,
+        text_colour=readable_text_colour(safe_colour),
+        since=since,
+        since_text=format_date(since) if since else "",
+    )
+
+
+def requirement_progress(row: Mapping[str, Any]) -> RequirementProgress:
+    """Build one bar from a requirement row of an evaluation's explanation."""
+    metric = row["metric"]
+    value = Decimal(row["value"])
+    target = Decimal(row["threshold"])
+    # A lifetime window has no start. Every window ends at the as_of time.
+    start = dt.datetime.fromisoformat(row["start"]) if row["start"] else None
+    end = dt.datetime.fromisoformat(row["end"])
+    missing = max(target - value, Decimal(0))
+    value_text = format_metric_value(metric, value)
+    target_text = format_metric_value(metric, target, round_up=True)
+    return RequirementProgress(
+        metric=metric,
+        label=capfirst(str(Metric(metric).label)),
+        value=value,
+        target=target,
+        value_text=value_text,
+        target_text=target_text,
+        # Translators: read out for a progress bar, e.g. "¥1,240 of ¥5,000".
+        progress_text=gettext("%(value)s of %(target)s")
+        % {"value": value_text, "target": target_text},
+        percent=percent_of(value, target),
+        met=bool(row["met"]),
+        window=row["window"],
+        window_text=describe_window(row["window"], row["days"], start, end),
+        missing=missing,
+        missing_text=describe_missing(metric, missing, row["window"], row["days"], end),
+    )
+
+
+def _next_check(
+    checks: Sequence[Mapping[str, Any]], current_rank: int | None
+) -> Mapping[str, Any] | None:
+    """Pick the lowest-ranked tier check above ``current_rank``.
+
+    The explanation has no check for the base tier, so for a member without
+    a tier (``current_rank`` None) this is the tier right above the base.
+    """
+    above = [c for c in checks if current_rank is None or c["rank"] > current_rank]
+    return min(above, key=lambda check: check["rank"]) if above else None
+
+
+def build_progress(
+    member: Member,
+    explanation: Mapping[str, Any],
+    colours: Mapping[int, str],
+) -> MemberProgress:
+    """Build the member page's tier section without running a query.
+
+    ``member.tier`` must be loaded already (select_related), and ``colours``
+    maps tier ids to "#rrggbb" colours. The current tier is the stored
+    ``member.tier``, which can lag behind the explanation until the next
+    evaluation writes it. NextTier.reached is True in that case.
+    """
+    tier = member.tier
+    current = None
+    if tier is not None:
+        current = make_badge(tier.name, tier.colour, member.tier_since)
+
+    check = _next_check(explanation["tiers"], tier.rank if tier else None)
+    next_tier = None
+    if check is not None:
+        rows = check["requirements"]
+        next_tier = NextTier(
+            badge=make_badge(check["name"], colours.get(check["tier"])),
+            combine=check["combine"],
+            reached=bool(check["reached"]),
+            rule_text=describe_rule(check["name"], check["combine"], len(rows)),
+            requirements=tuple(requirement_progress(row) for row in rows),
+        )
+
+    as_of = dt.datetime.fromisoformat(explanation["as_of"])
+    return MemberProgress(
+        as_of=as_of,
+        as_of_text=format_date(as_of),
+        current=current,
+        next_tier=next_tier,
+    )
+
+
+def member_progress(member: Member, as_of: dt.datetime | None = None) -> MemberProgress:
+    """Evaluate ``member`` without saving and build its page's tier section.
+
+    Costs five queries: tiers, requirements, activity kinds and the metrics
+    aggregate in explain_member(), then the tier colours.
+    """
+    evaluation = explain_member(member, as_of)
+    colours = dict(Tier.objects.values_list("pk", "colour"))
+    return build_progress(member, evaluation.explanation, colours)
