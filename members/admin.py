@@ -1,3 +1,276 @@
-from django.contrib import admin
+"""Admin for members, channels and the activity ledger, with file import.
 
-# Register your models here.
+Import and export use the formats in members.importing.formats and the
+resources in members.resources, so the admin's preview and confirm steps
+run the same service as the import_members and import_activities commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from import_export.admin import ImportExportModelAdmin
+from import_export.forms import ConfirmImportForm, ImportForm
+
+from members.importing.cleaning import phone_e164
+from members.importing.csv_reader import ENCODING_CHOICES
+from members.importing.dates import DATE_ORDER_CHOICES
+from members.importing.formats import FORMATS
+from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
+from members.resources import ActivityResource, ImportResult, MemberResource
+from tiers.evaluation import explain_member
+from tiers.formatting import format_metric_value
+from tiers.ladder import LadderError
+from tiers.models import Metric, TierChange, Window
+
+
+class FileImportForm(ImportForm):
+    """The library's import form plus the choices detection cannot make."""
+
+    encoding = forms.ChoiceField(
+        label=_("Encoding (CSV only)"),
+        choices=[("", _("Detect automatically"))] + list(ENCODING_CHOICES),
+        required=False,
+        help_text=_(
+            "Choose one if the import says the encoding could not be detected."
+        ),
+    )
+    date_order = forms.ChoiceField(
+        label=_("Date order"),
+        choices=[("", _("Detect from the dates"))] + list(DATE_ORDER_CHOICES),
+        required=False,
+        help_text=_("Needed only when every date such as 03/04/2024 fits both orders."),
+    )
+
+    def clean_import_file(self) -> Any:
+        upload = self.cleaned_data["import_file"]
+        max_bytes = settings.CRM_IMPORT_MAX_BYTES
+        if upload.size > max_bytes:
+            raise ValidationError(
+                _("The file is larger than %(limit)s MB. Split it into smaller files.")
+                % {"limit": max_bytes // 1_000_000}
+            )
+        return upload
+
+
+class FileConfirmImportForm(ConfirmImportForm):
+    """The confirm step, carrying the choices made on the import form."""
+
+    encoding = forms.CharField(widget=forms.HiddenInput(), required=False)
+    date_order = forms.CharField(widget=forms.HiddenInput(), required=False)
+
+
+class FileImportExportAdmin(ImportExportModelAdmin):
+    """Import and export through our formats, guarded by members.import/export."""
+
+    import_form_class = FileImportForm
+    confirm_form_class = FileConfirmImportForm
+    import_template_name = "admin/members/import.html"
+    import_result_template_name = "admin/members/import_result.html"
+    import_formats = FORMATS
+    export_formats = FORMATS
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        code = settings.IMPORT_EXPORT_IMPORT_PERMISSION_CODE
+        return request.user.has_perm(f"members.{code}")
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        code = settings.IMPORT_EXPORT_EXPORT_PERMISSION_CODE
+        return request.user.has_perm(f"members.{code}")
+
+    def get_confirm_form_initial(self, request: HttpRequest, import_form: Any) -> dict:
+        initial = super().get_confirm_form_initial(request, import_form)
+        if import_form is not None:
+            initial["encoding"] = import_form.cleaned_data.get("encoding", "")
+            initial["date_order"] = import_form.cleaned_data.get("date_order", "")
+        return initial
+
+    def get_import_data_kwargs(self, **kwargs: Any) -> dict:
+        form = kwargs.get("form")
+        data_kwargs = super().get_import_data_kwargs(**kwargs)
+        if form is not None and hasattr(form, "cleaned_data"):
+            data_kwargs["encoding"] = form.cleaned_data.get("encoding", "")
+            data_kwargs["date_order"] = form.cleaned_data.get("date_order", "")
+        return data_kwargs
+
+    def process_result(
+        self, result: ImportResult, request: HttpRequest
+    ) -> HttpResponse:
+        """Show the confirmed import's counts and issues instead of redirecting."""
+        context = self.admin_site.each_context(request)
+        context.update(
+            {
+                "title": _("Import result"),
+                "opts": self.model._meta,
+                "result": result,
+                "report": result.report,
+            }
+        )
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, [self.import_result_template_name], context)
+
+
+def _local_date(value: object) -> str:
+    """Return the program-zone date of an ISO timestamp from an explanation."""
+    if not value:
+        return ""
+    moment = dt.datetime.fromisoformat(str(value))
+    if timezone.is_naive(moment):
+        return moment.date().isoformat()
+    return timezone.localtime(moment).date().isoformat()
+
+
+def _label(choices: type, value: object) -> str:
+    try:
+        return str(choices(value).label)  # type: ignore[operator]
+    except ValueError:
+        return str(value)
+
+
+def _explanation_rows(explanation: dict) -> list[dict[str, object]]:
+    rows = []
+    for tier in explanation.get("tiers", []):
+        for requirement in tier.get("requirements", []):
+            metric = requirement.get("metric", "")
+            window = _label(Window, requirement.get("window"))
+            if requirement.get("days"):
+                window = f"{window} ({requirement['days']})"
+            rows.append(
+                {
+                    "tier": tier.get("name", ""),
+                    "tier_reached": tier.get("reached", False),
+                    "metric": _label(Metric, metric),
+                    "window": window,
+                    "start": _local_date(requirement.get("start")),
+                    "end": _local_date(requirement.get("end")),
+                    "value": format_metric_value(metric, requirement.get("value", 0)),
+                    "threshold": format_metric_value(
+                        metric, requirement.get("threshold", 0), round_up=True
+                    ),
+                    "met": requirement.get("met", False),
+                }
+            )
+    return rows
+
+
+def render_explanation(explanation: dict | None) -> str:
+    """Render a stored tier explanation as a table: each tier's requirements.
+
+    The template escapes every value and render_to_string returns safe
+    HTML, so the admin shows the table instead of its markup.
+    """
+    if not explanation:
+        return format_html("{}", "—")
+    context = {"explanation": explanation, "rows": _explanation_rows(explanation)}
+    return render_to_string("admin/members/tier_explanation.html", context)
+
+
+class ChannelIdentityInline(admin.TabularInline):
+    model = ChannelIdentity
+    fields = ("channel", "external_id")
+    extra = 0
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ChannelIdentity]:
+        return super().get_queryset(request).select_related("channel")
+
+
+class TierChangeInline(admin.TabularInline):
+    """Tier history, newest first; written only by tier evaluation."""
+
+    model = TierChange
+    fields = ("changed_at", "transition", "reason", "as_of", "explanation_html")
+    readonly_fields = fields
+    ordering = ("-changed_at", "-pk")
+    extra = 0
+    can_delete = False
+    verbose_name_plural = _("tier history")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TierChange]:
+        return super().get_queryset(request).select_related("from_tier", "to_tier")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("change"))
+    def transition(self, change: TierChange) -> str:
+        start = change.from_tier.name if change.from_tier else "—"
+        return f"{start} → {change.to_tier.name}"
+
+    @admin.display(description=_("explanation"))
+    def explanation_html(self, change: TierChange) -> str:
+        return render_explanation(change.explanation)
+
+
+@admin.register(Member)
+class MemberAdmin(FileImportExportAdmin):
+    resource_classes = [MemberResource]
+    list_display = ("name", "phone", "email", "tier", "tier_since", "joined_on")
+    # The tier column would otherwise cost one query per row.
+    list_select_related = ("tier",)
+    list_filter = ("tier",)
+    search_fields = ("name", "phone", "phone_e164", "email", "identities__external_id")
+    readonly_fields = ("phone_e164", "tier", "tier_since", "current_evaluation")
+    fieldsets = (
+        (None, {"fields": ("name", "phone", "phone_e164", "email", "joined_on")}),
+        (_("Tier"), {"fields": ("tier", "tier_since", "current_evaluation")}),
+    )
+    inlines = (ChannelIdentityInline, TierChangeInline)
+
+    @admin.display(description=_("current evaluation"))
+    def current_evaluation(self, member: Member) -> str:
+        if member.pk is None:
+            return format_html("{}", "—")
+        try:
+            evaluation = explain_member(member)
+        except LadderError as error:
+            return format_html("{}", str(error))
+        return render_explanation(evaluation.explanation)
+
+    def save_model(
+        self, request: HttpRequest, obj: Member, form: Any, change: bool
+    ) -> None:
+        # phone_e164 is read-only here, so keep it in step with the phone.
+        obj.phone_e164 = phone_e164(obj.phone)
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Activity)
+class ActivityAdmin(FileImportExportAdmin):
+    resource_classes = [ActivityResource]
+    list_display = ("occurred_at", "member", "channel", "kind", "amount", "reference")
+    # member, channel and kind are shown on every row.
+    list_select_related = ("member", "channel", "kind")
+    list_filter = ("kind", "channel")
+    date_hierarchy = "occurred_at"
+    search_fields = ("reference",)
+    raw_id_fields = ("member",)
+    readonly_fields = ("source", "recorded_at")
+    ordering = ("-occurred_at", "-pk")
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "kind")
+    list_filter = ("kind",)
+    search_fields = ("code", "name")
+
+
+@admin.register(ActivityKind)
+class ActivityKindAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "role")
+    list_filter = ("role",)

@@ -53,7 +53,9 @@ class Member(models.Model):
         max_length=20,
         blank=True,
         db_index=True,
-        help_text=_("Normalised form used for matching; empty if the phone is invalid."),
+        help_text=_(
+            "Normalised form used for matching; empty if the phone is invalid."
+        ),
     )
     email = models.EmailField(_("e-mail"), blank=True, db_index=True)
     joined_on = models.DateField(_("joined on"), null=True, blank=True)
@@ -149,7 +151,9 @@ class Activity(models.Model):
     kind = models.ForeignKey(ActivityKind, on_delete=models.PROTECT, related_name="+")
     occurred_at = models.DateTimeField(_("occurred at"))
     # Refunds are stored negative, so net spend is a plain sum.
-    amount = models.DecimalField(_("amount"), max_digits=14, decimal_places=2, default=0)
+    amount = models.DecimalField(
+        _("amount"), max_digits=14, decimal_places=2, default=0
+    )
     quantity = models.IntegerField(_("quantity"), default=1)
     reference = models.CharField(
         _("reference"),

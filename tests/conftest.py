@@ -39,22 +39,33 @@ def ladder(db) -> dict[str, Tier]:
         name="Platinum", rank=30, colour="#5b6f8a", combine=Tier.Combine.ANY
     )
     Requirement.objects.create(
-        tier=silver, metric="net_spend", window="rolling_days", window_days=365,
+        tier=silver,
+        metric="net_spend",
+        window="rolling_days",
+        window_days=365,
         threshold=Decimal("1000"),
     )
     Requirement.objects.create(
-        tier=gold, metric="net_spend", window="rolling_days", window_days=365,
+        tier=gold,
+        metric="net_spend",
+        window="rolling_days",
+        window_days=365,
         threshold=Decimal("5000"),
     )
     Requirement.objects.create(
-        tier=gold, metric="orders", window="rolling_days", window_days=365,
+        tier=gold,
+        metric="orders",
+        window="rolling_days",
+        window_days=365,
         threshold=Decimal("6"),
     )
     Requirement.objects.create(
         tier=platinum, metric="net_spend", window="lifetime", threshold=Decimal("50000")
     )
     Requirement.objects.create(
-        tier=platinum, metric="growth_value", window="lifetime",
+        tier=platinum,
+        metric="growth_value",
+        window="lifetime",
         threshold=Decimal("99999"),
     )
     return {"bronze": bronze, "silver": silver, "gold": gold, "platinum": platinum}
@@ -62,7 +73,9 @@ def ladder(db) -> dict[str, Tier]:
 
 def make_member(channel: Channel, external_id: str, name: str = "") -> Member:
     member = Member.objects.create(name=name or f"Member {external_id}")
-    ChannelIdentity.objects.create(member=member, channel=channel, external_id=external_id)
+    ChannelIdentity.objects.create(
+        member=member, channel=channel, external_id=external_id
+    )
     return member
 
 

@@ -15,7 +15,8 @@ def run_check(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"SECRET_KEY", "CRM_ENV", "ALLOWED_HOSTS", "DEBUG", "DATABASE_URL"}
+        if key
+        not in {"SECRET_KEY", "CRM_ENV", "ALLOWED_HOSTS", "DEBUG", "DATABASE_URL"}
     }
     environment.update(env)
     return subprocess.run(
@@ -87,7 +88,11 @@ def test_program_defaults():
             "print(s.TIME_ZONE, s.CRM_CURRENCY, s.DATABASES['default']['ENGINE'])",
         ],
         cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "DATABASE_URL"))},
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CRM_", "DATABASE_URL"))
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -30,9 +30,7 @@ def inline_data(tier, rows):
         "description": "",
         "combine": tier.combine,
         "requirements-TOTAL_FORMS": str(len(rows)),
-        "requirements-INITIAL_FORMS": str(
-            sum(1 for row in rows if row.get("id"))
-        ),
+        "requirements-INITIAL_FORMS": str(sum(1 for row in rows if row.get("id"))),
         "requirements-MIN_NUM_FORMS": "0",
         "requirements-MAX_NUM_FORMS": "1000",
     }
@@ -47,10 +45,20 @@ def test_easier_higher_tier_rejected_in_words(manager, ladder):
     gold = ladder["gold"]
     spend, orders = Requirement.objects.filter(tier=gold).order_by("pk")
     rows = [
-        {"id": spend.pk, "metric": "net_spend", "window": "rolling_days",
-         "window_days": "365", "threshold": "800"},
-        {"id": orders.pk, "metric": "orders", "window": "rolling_days",
-         "window_days": "365", "threshold": "6"},
+        {
+            "id": spend.pk,
+            "metric": "net_spend",
+            "window": "rolling_days",
+            "window_days": "365",
+            "threshold": "800",
+        },
+        {
+            "id": orders.pk,
+            "metric": "orders",
+            "window": "rolling_days",
+            "window_days": "365",
+            "threshold": "6",
+        },
     ]
 
     response = manager.post(
@@ -69,10 +77,20 @@ def test_consistent_change_saved(manager, ladder):
     gold = ladder["gold"]
     spend, orders = Requirement.objects.filter(tier=gold).order_by("pk")
     rows = [
-        {"id": spend.pk, "metric": "net_spend", "window": "rolling_days",
-         "window_days": "365", "threshold": "6000"},
-        {"id": orders.pk, "metric": "orders", "window": "rolling_days",
-         "window_days": "365", "threshold": "6"},
+        {
+            "id": spend.pk,
+            "metric": "net_spend",
+            "window": "rolling_days",
+            "window_days": "365",
+            "threshold": "6000",
+        },
+        {
+            "id": orders.pk,
+            "metric": "orders",
+            "window": "rolling_days",
+            "window_days": "365",
+            "threshold": "6",
+        },
     ]
 
     response = manager.post(
@@ -87,8 +105,12 @@ def test_consistent_change_saved(manager, ladder):
 def test_rolling_window_needs_days(manager, ladder):
     gold = ladder["gold"]
     rows = [
-        {"metric": "orders", "window": "rolling_days", "window_days": "",
-         "threshold": "6"},
+        {
+            "metric": "orders",
+            "window": "rolling_days",
+            "window_days": "",
+            "threshold": "6",
+        },
     ]
     Requirement.objects.filter(tier=gold).delete()
 
@@ -104,10 +126,20 @@ def test_count_threshold_must_be_whole(manager, ladder):
     gold = ladder["gold"]
     spend, orders = Requirement.objects.filter(tier=gold).order_by("pk")
     rows = [
-        {"id": spend.pk, "metric": "net_spend", "window": "rolling_days",
-         "window_days": "365", "threshold": "5000"},
-        {"id": orders.pk, "metric": "orders", "window": "rolling_days",
-         "window_days": "365", "threshold": "6.5"},
+        {
+            "id": spend.pk,
+            "metric": "net_spend",
+            "window": "rolling_days",
+            "window_days": "365",
+            "threshold": "5000",
+        },
+        {
+            "id": orders.pk,
+            "metric": "orders",
+            "window": "rolling_days",
+            "window_days": "365",
+            "threshold": "6.5",
+        },
     ]
 
     response = manager.post(

@@ -1,0 +1,367 @@
+"""Cleaning rows of text into typed member and activity records.
+
+A value that cannot be cleaned becomes a RowIssue naming the line, the
+column and the value; the rest of the file is still cleaned. Problems that
+concern a whole column (an ambiguous date order, mixed decimal marks)
+raise FileRejected before any row is cleaned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import partial
+from typing import TypeVar
+
+import phonenumbers
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from members.importing.amounts import decide_decimal_comma, parse_amount
+from members.importing.columns import ColumnMap
+from members.importing.dates import decide_date_order, parse_date, parse_datetime
+from members.importing.errors import InvalidValue
+from members.importing.table import SourceRow, Table
+from members.importing.text import clean_text, fold_width
+from members.models import ActivityKind
+
+# Maximum lengths of the model fields the values are stored in.
+MAX_LENGTHS = {
+    "external_id": 64,
+    "channel": 64,
+    "name": 200,
+    "phone": 40,
+    "email": 254,
+    "reference": 100,
+}
+T = TypeVar("T")
+_PHONE_SEPARATORS = str.maketrans("", "", " -\u2010\u2011\u2012\u2013\u2014\t")
+_QUANTITY = re.compile(r"[-+]?\d+")
+# Activity.quantity is an IntegerField: a signed 32-bit integer.
+_MAX_QUANTITY = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """Why a line was not saved: the column and value at fault, in plain words."""
+
+    line: int
+    column: str
+    value: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        if self.column:
+            return f"Line {self.line}, column {self.column} ({self.value!r}): {self.reason}."
+        return f"Line {self.line}: {self.reason}."
+
+
+@dataclass
+class MemberRecord:
+    """A cleaned member row. ``fields`` holds only the columns given a value."""
+
+    line: int
+    channel: str
+    external_id: str
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class ActivityRecord:
+    """A cleaned activity row, with refunds already negative."""
+
+    line: int
+    channel: str
+    external_id: str
+    occurred_at: dt.datetime
+    amount: Decimal
+    kind: ActivityKind
+    reference: str
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class CleaningOptions:
+    """Choices staff made for the file: the day/month order of slash dates."""
+
+    date_order: str | None = None
+
+
+class _RowReader:
+    """Cleaned access to one row's cells, collecting the issues it finds."""
+
+    def __init__(self, row: SourceRow, columns: ColumnMap) -> None:
+        self.row = row
+        self.columns = columns
+        self.issues: list[RowIssue] = []
+
+    def text(self, column: str) -> str:
+        position = self.columns.positions.get(column)
+        if position is None or position >= len(self.row.cells):
+            return ""
+        return clean_text(self.row.cells[position])
+
+    def is_numeric(self, column: str) -> bool:
+        return self.columns.positions.get(column) in self.row.numeric
+
+    def reject(self, column: str, value: str, reason: str) -> None:
+        self.issues.append(RowIssue(self.row.line, column, value, reason))
+
+    def clean(
+        self, column: str, cleaner: Callable[[str], T], *, required: bool
+    ) -> T | None:
+        """Return the cleaned value, or None when it is empty or invalid."""
+        text = self.text(column)
+        if not text:
+            if required:
+                self.reject(column, text, "is required but empty")
+            return None
+        try:
+            return cleaner(text)
+        except InvalidValue as error:
+            self.reject(column, text, error.reason)
+            return None
+
+
+def _check_row_shape(reader: _RowReader, width: int) -> None:
+    extra = [cell for cell in reader.row.cells[width:] if cell.strip()]
+    if extra:
+        reader.reject(
+            "",
+            ", ".join(extra),
+            f"the line has {len(reader.row.cells)} values but the header has "
+            f"{width} columns; check for an unquoted comma or delimiter",
+        )
+    for cell in reader.row.cells:
+        if "\ufffd" in cell:
+            reader.reject(
+                "",
+                cell,
+                "contains the replacement character \ufffd, a sign that the "
+                "file was saved with the wrong encoding",
+            )
+            break
+
+
+def _identifier(column: str) -> Callable[[str], str]:
+    def clean(text: str) -> str:
+        value = fold_width(text).strip()
+        if len(value) > MAX_LENGTHS[column]:
+            raise InvalidValue(f"is longer than {MAX_LENGTHS[column]} characters")
+        return value
+
+    return clean
+
+
+def _limited(column: str) -> Callable[[str], str]:
+    def clean(text: str) -> str:
+        if len(text) > MAX_LENGTHS[column]:
+            raise InvalidValue(f"is longer than {MAX_LENGTHS[column]} characters")
+        return text
+
+    return clean
+
+
+def clean_phone(text: str) -> str:
+    """Return the phone as given, with full-width digits, spaces and dashes folded."""
+    phone = fold_width(text).translate(_PHONE_SEPARATORS)
+    if len(phone) > MAX_LENGTHS["phone"]:
+        raise InvalidValue(f"is longer than {MAX_LENGTHS['phone']} characters")
+    return phone
+
+
+def phone_e164(phone: str) -> str:
+    """Return the E.164 form of a phone, or "" when it is not a valid number.
+
+    Numbers without a country code are read in settings.CRM_PHONE_REGION.
+    """
+    if not phone:
+        return ""
+    try:
+        number = phonenumbers.parse(phone, settings.CRM_PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        return ""
+    if not phonenumbers.is_valid_number(number):
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clean_email(text: str) -> str:
+    email = fold_width(text).strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise InvalidValue("is not a valid e-mail address") from None
+    return email
+
+
+def _column_values(table: Table, columns: ColumnMap, column: str) -> Iterator[str]:
+    """Yield a column's text values, skipping spreadsheet number cells."""
+    position = columns.positions.get(column)
+    if position is None:
+        return
+    for row in table.rows:
+        if position < len(row.cells) and position not in row.numeric:
+            yield fold_width(clean_text(row.cells[position]))
+
+
+def clean_member_rows(
+    table: Table, columns: ColumnMap, options: CleaningOptions
+) -> tuple[list[MemberRecord], list[RowIssue]]:
+    """Clean every row of a member file into records and row issues."""
+    joined_order = decide_date_order(
+        _column_values(table, columns, "joined_at"), "joined_at", options.date_order
+    )
+    records, issues = [], []
+    for row in table.rows:
+        reader = _RowReader(row, columns)
+        _check_row_shape(reader, len(table.headers))
+        external_id = reader.clean(
+            "external_id", _identifier("external_id"), required=True
+        )
+        channel = reader.clean("channel", _identifier("channel"), required=True)
+        fields: dict[str, object] = {}
+        name = reader.clean("name", _limited("name"), required=False)
+        if name is not None:
+            fields["name"] = name
+        phone = reader.clean("phone", clean_phone, required=False)
+        if phone is not None:
+            fields["phone"] = phone
+            fields["phone_e164"] = phone_e164(phone)
+        email = reader.clean("email", clean_email, required=False)
+        if email is not None:
+            fields["email"] = email
+        joined_on = reader.clean(
+            "joined_at",
+            partial(
+                parse_date, order=joined_order, numeric=reader.is_numeric("joined_at")
+            ),
+            required=False,
+        )
+        if joined_on is not None:
+            fields["joined_on"] = joined_on
+        if reader.issues or external_id is None or channel is None:
+            issues.extend(reader.issues)
+            continue
+        records.append(MemberRecord(row.line, channel, external_id, fields))
+    return records, issues
+
+
+def _kind_lookup(kinds: Mapping[str, ActivityKind]) -> Callable[[str], ActivityKind]:
+    def clean(text: str) -> ActivityKind:
+        kind = kinds.get(fold_width(text).strip().casefold())
+        if kind is None:
+            codes = sorted({kind.code for kind in kinds.values()})
+            raise InvalidValue(
+                f"is not a known activity kind; use one of {', '.join(codes)}"
+            )
+        return kind
+
+    return clean
+
+
+def kinds_by_label() -> dict[str, ActivityKind]:
+    """Return activity kinds keyed by case-folded name and code (one query).
+
+    A code wins over another kind's name that happens to be spelled the same.
+    """
+    kinds = list(ActivityKind.objects.all())
+    labels = {kind.name.casefold(): kind for kind in kinds}
+    labels.update({kind.code.casefold(): kind for kind in kinds})
+    return labels
+
+
+def clean_quantity(text: str) -> int:
+    value = fold_width(text).strip()
+    if not _QUANTITY.fullmatch(value) or abs(int(value)) > _MAX_QUANTITY:
+        raise InvalidValue("is not a whole number")
+    return int(value)
+
+
+def _signed_amount(
+    reader: _RowReader, kind: ActivityKind, amount: Decimal
+) -> Decimal | None:
+    """Return the amount with the sign its kind stores, or None if it has none."""
+    if kind.role == ActivityKind.Role.REFUND and amount > 0:
+        return -amount
+    if kind.role == ActivityKind.Role.PURCHASE and amount < 0:
+        reader.reject(
+            "amount",
+            reader.text("amount"),
+            "is negative, but a purchase cannot be; record it with kind refund",
+        )
+        return None
+    return amount
+
+
+def clean_activity_rows(
+    table: Table,
+    columns: ColumnMap,
+    options: CleaningOptions,
+    kinds: Mapping[str, ActivityKind],
+) -> tuple[list[ActivityRecord], list[RowIssue]]:
+    """Clean every row of an activity file into records and row issues."""
+    date_order = decide_date_order(
+        _column_values(table, columns, "occurred_at"), "occurred_at", options.date_order
+    )
+    decimal_comma = decide_decimal_comma(_column_values(table, columns, "amount"))
+    records, issues = [], []
+    for row in table.rows:
+        reader = _RowReader(row, columns)
+        _check_row_shape(reader, len(table.headers))
+        external_id = reader.clean(
+            "external_id", _identifier("external_id"), required=True
+        )
+        channel = reader.clean("channel", _identifier("channel"), required=True)
+        reference = reader.clean("reference", _identifier("reference"), required=True)
+        occurred_at = reader.clean(
+            "occurred_at",
+            partial(
+                parse_datetime,
+                order=date_order,
+                numeric=reader.is_numeric("occurred_at"),
+            ),
+            required=True,
+        )
+        amount = reader.clean(
+            "amount",
+            partial(
+                parse_amount,
+                decimal_comma=decimal_comma,
+                numeric=reader.is_numeric("amount"),
+            ),
+            required=True,
+        )
+        kind = reader.clean("kind", _kind_lookup(kinds), required=True)
+        quantity = reader.clean("quantity", clean_quantity, required=False)
+        if kind is not None and amount is not None:
+            amount = _signed_amount(reader, kind, amount)
+        if (
+            reader.issues
+            or external_id is None
+            or channel is None
+            or reference is None
+            or occurred_at is None
+            or amount is None
+            or kind is None
+        ):
+            issues.extend(reader.issues)
+            continue
+        records.append(
+            ActivityRecord(
+                line=row.line,
+                channel=channel,
+                external_id=external_id,
+                occurred_at=occurred_at,
+                amount=amount,
+                kind=kind,
+                reference=reference,
+                quantity=1 if quantity is None else quantity,
+            )
+        )
+    return records, issues

@@ -1,0 +1,133 @@
+"""The outcome of an import: counts, per-line statuses and row issues."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from members.importing.cleaning import RowIssue
+from members.importing.text import quote_formula
+
+
+class Status(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    ALREADY_IMPORTED = "already imported"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    """The outcome of one data line, with its cleaned values for display."""
+
+    line: int
+    status: Status
+    values: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ImportReport:
+    """Counts and details of one import, whether dry run or confirmed.
+
+    ``refused`` is the reason a whole file was rejected, with nothing saved.
+    ``rejections`` lists every problem of rejected lines, and a line can have
+    several. ``skipped`` lists duplicates and already imported lines, which
+    are not errors.
+    """
+
+    kind: str
+    file_name: str
+    dry_run: bool
+    refused: str | None = None
+    total_rows: int = 0
+    encoding: str | None = None
+    delimiter: str | None = None
+    lines: list[LineOutcome] = field(default_factory=list)
+    rejections: list[RowIssue] = field(default_factory=list)
+    skipped: list[RowIssue] = field(default_factory=list)
+    channels_created: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    member_ids: set[int] = field(default_factory=set)
+    counts: Counter[Status] = field(default_factory=Counter)
+
+    def add_line(
+        self, line: int, status: Status, values: dict[str, str] | None = None
+    ) -> None:
+        self.lines.append(LineOutcome(line, status, values or {}))
+        self.counts[status] += 1
+
+    def reject(self, issues: list[RowIssue]) -> None:
+        """Record rejected lines; each line is counted once however many issues it has."""
+        self.rejections.extend(issues)
+        for line in sorted({issue.line for issue in issues}):
+            self.add_line(line, Status.REJECTED)
+
+    def skip(self, issue: RowIssue, status: Status) -> None:
+        self.skipped.append(issue)
+        self.add_line(issue.line, status)
+
+    @property
+    def created(self) -> int:
+        return self.counts[Status.CREATED]
+
+    @property
+    def updated(self) -> int:
+        return self.counts[Status.UPDATED]
+
+    @property
+    def unchanged(self) -> int:
+        return self.counts[Status.UNCHANGED]
+
+    @property
+    def already_imported(self) -> int:
+        return self.counts[Status.ALREADY_IMPORTED]
+
+    @property
+    def duplicates(self) -> int:
+        return self.counts[Status.DUPLICATE]
+
+    @property
+    def rejected(self) -> int:
+        return self.counts[Status.REJECTED]
+
+    def sorted_lines(self) -> list[LineOutcome]:
+        return sorted(self.lines, key=lambda outcome: outcome.line)
+
+    def summary(self) -> str:
+        return (
+            f"{self.total_rows} rows: {self.created} created, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.already_imported} already imported, "
+            f"{self.duplicates} duplicates, {self.rejected} rejected"
+        )
+
+
+ISSUES_CSV_HEADERS = ("line", "status", "column", "value", "reason")
+
+
+def issues_csv(report: ImportReport) -> bytes:
+    """Return the rejected and skipped lines as a UTF-8 CSV for Excel.
+
+    Values come from the uploaded file, so formula-like text is quoted the
+    same way as in exports.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(ISSUES_CSV_HEADERS)
+    statuses = {outcome.line: outcome.status for outcome in report.lines}
+    issues = sorted(report.rejections + report.skipped, key=lambda issue: issue.line)
+    for issue in issues:
+        writer.writerow(
+            [
+                issue.line,
+                str(statuses.get(issue.line, Status.REJECTED)),
+                issue.column,
+                quote_formula(issue.value),
+                issue.reason,
+            ]
+        )
+    return buffer.getvalue().encode("utf-8-sig")

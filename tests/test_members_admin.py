@@ -1,0 +1,315 @@
+"""The members admin: import preview and confirm, permissions, list pages."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from members.importing.service import import_file
+from members.models import Activity, Member
+from tests.conftest import CASES, local, record
+
+CSV_FORMAT = "0"
+XLSX_FORMAT = "1"
+
+
+@pytest.fixture
+def base(db) -> None:
+    import_file(CASES / "base_members.csv", "members")
+
+
+@pytest.fixture
+def admin_client(db, client):
+    user = User.objects.create_superuser("admin", "admin@example.com", "pw-for-tests")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(db, client):
+    """A staff user who may view members and activities but not import them."""
+    user = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_member"),
+        Permission.objects.get(codename="view_activity"),
+    )
+    client.force_login(user)
+    return client
+
+
+def upload(client, url_name: str, case: str, file_format: str = CSV_FORMAT, **choices):
+    content = (CASES / case).read_bytes()
+    data = {
+        "resource": "0",
+        "format": file_format,
+        "import_file": SimpleUploadedFile(case, content),
+        "encoding": choices.get("encoding", ""),
+        "date_order": choices.get("date_order", ""),
+    }
+    return client.post(reverse(url_name), data)
+
+
+def confirm(client, url_name: str, preview):
+    form = preview.context["confirm_form"]
+    return client.post(reverse(url_name), {**form.initial})
+
+
+# Import through the preview and confirm pages
+
+
+def test_preview_shows_rejections_then_confirm_saves(base, admin_client):
+    preview = upload(
+        admin_client,
+        "admin:members_activity_import",
+        "c17_transactions_bad_amount_row.csv",
+    )
+
+    assert preview.status_code == 200
+    content = preview.content.decode()
+    assert "Rejected lines" in content
+    assert "12.5O" in content
+    assert "is not a valid amount" in content
+    assert "import-issues.csv" in content
+    assert preview.context["confirm_form"] is not None
+    assert Activity.objects.count() == 0
+
+    result = confirm(admin_client, "admin:members_activity_process_import", preview)
+
+    assert result.status_code == 200
+    assert result.context["report"].created == 3
+    assert "12.5O" in result.content.decode()
+    references = set(Activity.objects.values_list("reference", flat=True))
+    assert references == {"CN-3001", "CN-3002", "CN-3004"}
+
+
+def test_issues_csv_link_has_the_rejections(base, admin_client):
+    preview = upload(
+        admin_client,
+        "admin:members_activity_import",
+        "c17_transactions_bad_amount_row.csv",
+    )
+
+    url = preview.context["result"].issues_csv_url
+
+    payload = base64.b64decode(url.split(",", 1)[1]).decode("utf-8-sig")
+    assert payload.splitlines() == [
+        "line,status,column,value,reason",
+        "4,rejected,amount,12.5O,is not a valid amount",
+    ]
+
+
+def test_member_import_from_xlsx(base, admin_client):
+    preview = upload(
+        admin_client,
+        "admin:members_member_import",
+        "c02_members_phone_as_number.xlsx",
+        XLSX_FORMAT,
+    )
+    confirm(admin_client, "admin:members_member_process_import", preview)
+
+    phone = Member.objects.get(identities__external_id="1003").phone
+    assert phone == "07700900123"
+
+
+def test_rejected_file_shows_message_without_confirm(base, admin_client):
+    preview = upload(
+        admin_client,
+        "admin:members_activity_import",
+        "c10b_transactions_dates_ambiguous.csv",
+    )
+
+    assert preview.status_code == 200
+    content = preview.content.decode()
+    assert "File rejected" in content
+    assert "occurred_at" in content
+    assert "Traceback" not in content
+    assert preview.context.get("confirm_form") is None
+
+
+def test_date_order_choice_carried_to_confirm(base, admin_client):
+    preview = upload(
+        admin_client,
+        "admin:members_activity_import",
+        "c10b_transactions_dates_ambiguous.csv",
+        date_order="day_first",
+    )
+    confirm(admin_client, "admin:members_activity_process_import", preview)
+
+    assert Activity.objects.get(reference="UK-2101").occurred_at == local(2024, 4, 3)
+
+
+def test_encoding_choice_carried_to_confirm(base, admin_client):
+    preview = upload(
+        admin_client,
+        "admin:members_member_import",
+        "c05_members_gbk.csv",
+        encoding="gb18030",
+    )
+    confirm(admin_client, "admin:members_member_process_import", preview)
+
+    assert Member.objects.filter(name="朱镕").exists()
+
+
+def test_hostile_xlsx_gives_message_not_500(base, admin_client):
+    preview = upload(
+        admin_client,
+        "admin:members_member_import",
+        "c23_xlsx_billion_laughs.xlsx",
+        XLSX_FORMAT,
+    )
+
+    assert preview.status_code == 200
+    assert "not a valid or safe Excel file" in preview.content.decode()
+
+
+def test_confirm_is_atomic_on_unexpected_error(base, admin_client, monkeypatch):
+    preview = upload(
+        admin_client, "admin:members_activity_import", "c20_transactions_duplicates.csv"
+    )
+
+    def fail(member_ids):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr("members.importing.service.evaluate", fail)
+    result = confirm(admin_client, "admin:members_activity_process_import", preview)
+
+    assert result.status_code == 200
+    assert "nothing was saved" in result.content.decode()
+    assert Activity.objects.count() == 0
+
+
+# Permissions
+
+
+def test_view_only_user_sees_no_import_button(base, viewer_client):
+    response = viewer_client.get(reverse("admin:members_member_changelist"))
+
+    assert response.status_code == 200
+    assert reverse("admin:members_member_import") not in response.content.decode()
+    assert reverse("admin:members_member_export") not in response.content.decode()
+
+
+def test_view_only_user_cannot_import(base, viewer_client):
+    assert viewer_client.get(reverse("admin:members_member_import")).status_code == 403
+    assert (
+        viewer_client.get(reverse("admin:members_activity_import")).status_code == 403
+    )
+    response = viewer_client.post(reverse("admin:members_activity_process_import"), {})
+    assert response.status_code == 403
+
+
+def test_import_permission_opens_import_page(base, viewer_client):
+    user = User.objects.get(username="viewer")
+    user.user_permissions.add(
+        Permission.objects.get(content_type__app_label="members", codename="import")
+    )
+
+    response = viewer_client.get(reverse("admin:members_member_import"))
+
+    assert response.status_code == 200
+    assert "Encoding (CSV only)" in response.content.decode()
+
+
+def test_export_needs_export_permission(base, viewer_client):
+    assert viewer_client.get(reverse("admin:members_member_export")).status_code == 403
+
+
+def test_export_members_csv(base, admin_client):
+    response = admin_client.post(
+        reverse("admin:members_member_export"),
+        {
+            "resource": "0",
+            "format": CSV_FORMAT,
+            **{
+                f"memberresource_{c}": "on"
+                for c in (
+                    "external_id",
+                    "name",
+                    "phone",
+                    "email",
+                    "channel",
+                    "joined_at",
+                )
+            },
+        },
+    )
+
+    assert response.status_code == 200
+    lines = response.content.decode("utf-8-sig").splitlines()
+    assert lines[0] == "external_id,name,phone,email,channel,joined_at"
+    assert (
+        "M0004,Priya Nair,'+447700900004,priya.nair@example.com,shopify,2023-08-03"
+        in lines
+    )
+
+
+# List and change pages
+
+
+def changelist_queries(client, url_name: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse(url_name))
+    assert response.status_code == 200
+    return len(queries)
+
+
+def test_member_changelist_queries_do_not_grow(base, ladder, admin_client):
+    import_file(b"external_id,channel\nX1,tmall\n", "members", file_name="one.csv")
+    few = changelist_queries(admin_client, "admin:members_member_changelist")
+    rows = "\n".join(f"X{n},tmall" for n in range(2, 47))
+    import_file(
+        f"external_id,channel\n{rows}\n".encode(), "members", file_name="many.csv"
+    )
+
+    many = changelist_queries(admin_client, "admin:members_member_changelist")
+
+    assert Member.objects.count() == 50
+    assert many == few
+
+
+def test_activity_changelist_queries_do_not_grow(base, admin_client):
+    lin = Member.objects.get(identities__external_id="M0001")
+    store = lin.identities.get().channel
+    for number in range(5):
+        record(lin, store, "purchase", local(2024, 1, 1 + number), "10")
+    few = changelist_queries(admin_client, "admin:members_activity_changelist")
+    for number in range(45):
+        record(lin, store, "purchase", local(2024, 2, 1 + number % 28), "10")
+
+    many = changelist_queries(admin_client, "admin:members_activity_changelist")
+
+    assert Activity.objects.count() == 50
+    assert many == few
+
+
+def test_member_page_shows_evaluation_and_history(base, ladder, admin_client):
+    lin = Member.objects.get(identities__external_id="M0001")
+    store = lin.identities.get().channel
+    record(lin, store, "purchase", timezone.now() - dt.timedelta(days=30), "1200")
+    import_file(
+        b"external_id,channel,name\nM0001,store-xuhui,Lin X\n",
+        "members",
+        file_name="x.csv",
+    )
+
+    response = admin_client.get(
+        reverse("admin:members_member_change", args=[lin.pk]), HTTP_ACCEPT_LANGUAGE="en"
+    )
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    # The current evaluation panel and the history row each render a table.
+    assert content.count('class="tier-explanation"') == 2
+    assert "<td>net spend</td>" in content
+    assert "<td>¥1,200</td>" in content
+    assert "<td>met</td>" in content
+    assert "<td>not met</td>" in content
+    assert "— → Silver" in content
