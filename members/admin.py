@@ -8,6 +8,7 @@ run the same service as the import_members and import_activities commands.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from django import forms
@@ -24,16 +25,20 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ImportExportModelAdmin
 from import_export.forms import ConfirmImportForm, ImportForm
 
+from members.importing.amounts import DECIMAL_MARK_CHOICES
 from members.importing.cleaning import phone_e164
 from members.importing.csv_reader import ENCODING_CHOICES
 from members.importing.dates import DATE_ORDER_CHOICES
 from members.importing.formats import FORMATS
+from members.importing.sizes import size_limit_message
 from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
 from members.resources import ActivityResource, ImportResult, MemberResource
 from tiers.evaluation import explain_member
 from tiers.formatting import format_metric_value
 from tiers.ladder import LadderError
-from tiers.models import Metric, TierChange, Window
+from tiers.models import Metric, RuleVersion, TierChange, Window
+
+logger = logging.getLogger(__name__)
 
 
 class FileImportForm(ImportForm):
@@ -56,12 +61,10 @@ class FileImportForm(ImportForm):
 
     def clean_import_file(self) -> Any:
         upload = self.cleaned_data["import_file"]
-        max_bytes = settings.CRM_IMPORT_MAX_BYTES
-        if upload.size > max_bytes:
-            raise ValidationError(
-                _("The file is larger than %(limit)s MB. Split it into smaller files.")
-                % {"limit": max_bytes // 1_000_000}
-            )
+        # The same message as the import commands give, from the same setting.
+        too_large = size_limit_message(upload.size)
+        if too_large:
+            raise ValidationError(too_large)
         return upload
 
 
@@ -70,6 +73,24 @@ class FileConfirmImportForm(ConfirmImportForm):
 
     encoding = forms.CharField(widget=forms.HiddenInput(), required=False)
     date_order = forms.CharField(widget=forms.HiddenInput(), required=False)
+
+
+class ActivityImportForm(FileImportForm):
+    """The import form for activities, whose amounts may need a decimal mark."""
+
+    decimal_mark = forms.ChoiceField(
+        label=_("Decimal mark"),
+        choices=[("", _("Detect from the amounts"))] + list(DECIMAL_MARK_CHOICES),
+        required=False,
+        help_text=_(
+            "Needed only when no amount shows the mark, e.g. when 2.500 could be "
+            "2.5 or 2500."
+        ),
+    )
+
+
+class ActivityConfirmImportForm(FileConfirmImportForm):
+    decimal_mark = forms.CharField(widget=forms.HiddenInput(), required=False)
 
 
 class FileImportExportAdmin(ImportExportModelAdmin):
@@ -81,6 +102,8 @@ class FileImportExportAdmin(ImportExportModelAdmin):
     import_result_template_name = "admin/members/import_result.html"
     import_formats = FORMATS
     export_formats = FORMATS
+    # Fields of the import form carried to the confirm step and the resource.
+    import_choices: tuple[str, ...] = ("encoding", "date_order")
 
     def has_import_permission(self, request: HttpRequest) -> bool:
         code = settings.IMPORT_EXPORT_IMPORT_PERMISSION_CODE
@@ -93,16 +116,16 @@ class FileImportExportAdmin(ImportExportModelAdmin):
     def get_confirm_form_initial(self, request: HttpRequest, import_form: Any) -> dict:
         initial = super().get_confirm_form_initial(request, import_form)
         if import_form is not None:
-            initial["encoding"] = import_form.cleaned_data.get("encoding", "")
-            initial["date_order"] = import_form.cleaned_data.get("date_order", "")
+            for name in self.import_choices:
+                initial[name] = import_form.cleaned_data.get(name, "")
         return initial
 
     def get_import_data_kwargs(self, **kwargs: Any) -> dict:
         form = kwargs.get("form")
         data_kwargs = super().get_import_data_kwargs(**kwargs)
         if form is not None and hasattr(form, "cleaned_data"):
-            data_kwargs["encoding"] = form.cleaned_data.get("encoding", "")
-            data_kwargs["date_order"] = form.cleaned_data.get("date_order", "")
+            for name in self.import_choices:
+                data_kwargs[name] = form.cleaned_data.get(name, "")
         return data_kwargs
 
     def process_result(
@@ -122,14 +145,22 @@ class FileImportExportAdmin(ImportExportModelAdmin):
         return TemplateResponse(request, [self.import_result_template_name], context)
 
 
-def _local_date(value: object) -> str:
-    """Return the program-zone date of an ISO timestamp from an explanation."""
+def _moment(value: object) -> dt.datetime | None:
+    """Return an ISO timestamp from an explanation in the program's zone."""
     if not value:
-        return ""
+        return None
     moment = dt.datetime.fromisoformat(str(value))
-    if timezone.is_naive(moment):
-        return moment.date().isoformat()
-    return timezone.localtime(moment).date().isoformat()
+    return moment if timezone.is_naive(moment) else timezone.localtime(moment)
+
+
+def _local_date(value: object) -> str:
+    moment = _moment(value)
+    return moment.date().isoformat() if moment else ""
+
+
+def _local_minute(value: object) -> str:
+    moment = _moment(value)
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else ""
 
 
 def _label(choices: type, value: object) -> str:
@@ -139,41 +170,63 @@ def _label(choices: type, value: object) -> str:
         return str(value)
 
 
+def _requirement_rows(check: dict, tier_label: str) -> list[dict[str, object]]:
+    """Return one table row per requirement of a tier's entry or retention check."""
+    rows = []
+    for requirement in check.get("requirements", []):
+        metric = requirement.get("metric", "")
+        window = _label(Window, requirement.get("window"))
+        if requirement.get("days"):
+            window = f"{window} ({requirement['days']})"
+        rows.append(
+            {
+                "tier": tier_label,
+                "tier_reached": check.get("reached", False),
+                "metric": _label(Metric, metric),
+                "window": window,
+                "start": _local_date(requirement.get("start")),
+                "end": _local_date(requirement.get("end")),
+                "value": format_metric_value(metric, requirement.get("value", 0)),
+                "threshold": format_metric_value(
+                    metric, requirement.get("threshold", 0), round_up=True
+                ),
+                "met": requirement.get("met", False),
+            }
+        )
+    return rows
+
+
 def _explanation_rows(explanation: dict) -> list[dict[str, object]]:
     rows = []
     for tier in explanation.get("tiers", []):
-        for requirement in tier.get("requirements", []):
-            metric = requirement.get("metric", "")
-            window = _label(Window, requirement.get("window"))
-            if requirement.get("days"):
-                window = f"{window} ({requirement['days']})"
-            rows.append(
-                {
-                    "tier": tier.get("name", ""),
-                    "tier_reached": tier.get("reached", False),
-                    "metric": _label(Metric, metric),
-                    "window": window,
-                    "start": _local_date(requirement.get("start")),
-                    "end": _local_date(requirement.get("end")),
-                    "value": format_metric_value(metric, requirement.get("value", 0)),
-                    "threshold": format_metric_value(
-                        metric, requirement.get("threshold", 0), round_up=True
-                    ),
-                    "met": requirement.get("met", False),
-                }
-            )
+        rows.extend(_requirement_rows(tier, tier.get("name", "")))
+    retention = explanation.get("retention")
+    if retention:
+        label = _("%(tier)s (retention)") % {"tier": retention.get("name", "")}
+        rows.extend(_requirement_rows(retention, str(label)))
     return rows
 
 
 def render_explanation(explanation: dict | None) -> str:
     """Render a stored tier explanation as a table: each tier's requirements.
 
-    The template escapes every value and render_to_string returns safe
-    HTML, so the admin shows the table instead of its markup.
+    Explanations written since rule versions also carry the version number,
+    the retention check of a member's higher tier and the publish policy
+    that held a tier, and these are shown when present. The template
+    escapes every value and render_to_string returns safe HTML, so the
+    admin shows the table instead of its markup.
     """
     if not explanation:
         return format_html("{}", "—")
-    context = {"explanation": explanation, "rows": _explanation_rows(explanation)}
+    held_by = explanation.get("held_by_policy")
+    context = {
+        "explanation": explanation,
+        "rows": _explanation_rows(explanation),
+        "as_of": _local_minute(explanation.get("as_of")),
+        "version": explanation.get("version"),
+        "retention": explanation.get("retention"),
+        "held_by_policy": _label(RuleVersion.Policy, held_by) if held_by else "",
+    }
     return render_to_string("admin/members/tier_explanation.html", context)
 
 
@@ -190,6 +243,10 @@ class TierChangeInline(admin.TabularInline):
     """Tier history, newest first; written only by tier evaluation."""
 
     model = TierChange
+    # Django's tabular template heads each row with str(TierChange), which
+    # reads "None → Silver" for a first placement. This template leaves the
+    # title out, because the "change" column shows the transition already.
+    template = "admin/members/tier_history_inline.html"
     fields = ("changed_at", "transition", "reason", "as_of", "explanation_html")
     readonly_fields = fields
     ordering = ("-changed_at", "-pk")
@@ -252,6 +309,9 @@ class MemberAdmin(FileImportExportAdmin):
 @admin.register(Activity)
 class ActivityAdmin(FileImportExportAdmin):
     resource_classes = [ActivityResource]
+    import_form_class = ActivityImportForm
+    confirm_form_class = ActivityConfirmImportForm
+    import_choices = (*FileImportExportAdmin.import_choices, "decimal_mark")
     list_display = ("occurred_at", "member", "channel", "kind", "amount", "reference")
     # member, channel and kind are shown on every row.
     list_select_related = ("member", "channel", "kind")
@@ -261,6 +321,10 @@ class ActivityAdmin(FileImportExportAdmin):
     raw_id_fields = ("member",)
     readonly_fields = ("source", "recorded_at")
     ordering = ("-occurred_at", "-pk")
+
+    def get_import_resource_classes(self, request: HttpRequest) -> list[type]:
+        # Export keeps ActivityResource, so its form field names stay the same.
+        return [ActivityResource]
 
 
 @admin.register(Channel)

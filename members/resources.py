@@ -141,6 +141,7 @@ class FileImportResource(resources.ModelResource):
                 file_format=dataset.file_format,
                 encoding=kwargs.get("encoding") or None,
                 date_order=kwargs.get("date_order") or None,
+                decimal_mark=kwargs.get("decimal_mark") or None,
                 dry_run=dry_run,
                 user=kwargs.get("user"),
             )

@@ -15,6 +15,7 @@ from members.importing.columns import MEMBERS, map_headers
 from members.importing.csv_reader import decode_csv, read_csv
 from members.importing.errors import FileRejected
 from members.importing.reading import CSV, XLSX, detect_format, read_table
+from members.importing.sizes import megabytes, size_limit_message
 from members.importing.text import clean_text, normalize_header, quote_formula
 from members.importing.xlsx_reader import read_xlsx
 
@@ -99,6 +100,28 @@ def test_decode_unknown_encoding_name():
         decode_csv(b"a\n", "klingon")
 
 
+@pytest.mark.parametrize(
+    ("data", "encoding"),
+    [
+        (bytes(range(256)) * 8, None),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 500, None),
+        (b"external_id,name\n1,Ann\x00\n", None),
+        (b"id\x01\x02\x03\n", "gb18030"),
+        ("id,name\n\x00\x01".encode("utf-16"), None),
+    ],
+)
+def test_decode_binary_is_not_text(data, encoding):
+    with pytest.raises(FileRejected, match=r"not readable text \(CSV\)"):
+        decode_csv(data, encoding)
+
+
+def test_decode_allows_cell_line_breaks():
+    # FileMaker writes a vertical tab for a line break inside a cell.
+    text, _encoding = decode_csv(b"id,note\n1,two\x0blines\n")
+
+    assert "two\x0blines" in text
+
+
 # Delimiters and lines
 
 
@@ -141,6 +164,45 @@ def test_too_many_rows_rejected():
 def test_too_large_file_rejected():
     with pytest.raises(FileRejected, match="limit"):
         read_table(b"id,name\n1,Ann\n", CSV)
+
+
+@override_settings(CRM_IMPORT_MAX_BYTES=50 * 1024 * 1024)
+def test_size_limit_message_in_megabytes():
+    assert size_limit_message(50 * 1024 * 1024) is None
+    assert size_limit_message(50 * 1024 * 1024 + 1) == (
+        "The file is 50.1 MB, more than the 50 MB limit. Split it into smaller "
+        "files and import each one."
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "round_up", "expected"),
+    [
+        (50 * 1024 * 1024, False, "50"),
+        (52_428_800 + 1, True, "50.1"),
+        (52_428_800 + 1, False, "50"),
+        (1536 * 1024, False, "1.5"),
+        (3 * 1024**3, False, "3,072"),
+    ],
+)
+def test_megabytes(size, round_up, expected):
+    assert megabytes(size, round_up=round_up) == expected
+
+
+def test_header_only_file_has_no_data_rows():
+    with pytest.raises(FileRejected, match="^The file has no data rows"):
+        read_table(b"external_id,channel\n\n,\n", CSV)
+
+
+def test_huge_cell_message_names_line():
+    data = b'id,note\n1,ok\n2,"' + b"x" * 140_000 + b'"\n'
+
+    with pytest.raises(FileRejected) as raised:
+        read_csv(data)
+
+    assert raised.value.message.startswith(
+        "A cell in line 3 is longer than 131,072 characters"
+    )
 
 
 def test_detect_format_by_signature():

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
+from decimal import Decimal
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from members.admin import render_explanation
 from members.importing.service import import_file
 from members.models import Activity, Member
 from tests.conftest import CASES, local, record
+from tiers.evaluation import evaluate, explain_member
+from tiers.models import TierChange
 
 CSV_FORMAT = "0"
 XLSX_FORMAT = "1"
@@ -60,6 +68,35 @@ def upload(client, url_name: str, case: str, file_format: str = CSV_FORMAT, **ch
 def confirm(client, url_name: str, preview):
     form = preview.context["confirm_form"]
     return client.post(reverse(url_name), {**form.initial})
+
+
+class _FormValues(HTMLParser):
+    """Collects the values a browser would post from a page's inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        name = attributes.get("name")
+        if tag == "input" and name and attributes.get("type") != "checkbox":
+            self.values[name] = attributes.get("value") or ""
+        elif tag == "select":
+            self._select = name
+        elif tag == "option" and self._select and "selected" in attributes:
+            self.values[self._select] = attributes.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+
+
+def form_values(html: str) -> dict[str, str]:
+    parser = _FormValues()
+    parser.feed(html)
+    return parser.values
 
 
 # Import through the preview and confirm pages
@@ -313,3 +350,178 @@ def test_member_page_shows_evaluation_and_history(base, ladder, admin_client):
     assert "<td>met</td>" in content
     assert "<td>not met</td>" in content
     assert "— → Silver" in content
+
+
+def test_tier_history_rows_have_no_none_title(base, ladder, admin_client):
+    lin = Member.objects.get(identities__external_id="M0001")
+    store = lin.identities.get().channel
+    record(lin, store, "purchase", timezone.now() - dt.timedelta(days=30), "1200")
+    evaluate([lin.pk])
+
+    response = admin_client.get(reverse("admin:members_member_change", args=[lin.pk]))
+
+    content = response.content.decode()
+    assert TierChange.objects.filter(member=lin, from_tier=None).exists()
+    assert "None →" not in content
+    assert "— → Silver" in content
+
+
+def test_explanation_as_of_in_program_zone(base, ladder, admin_client):
+    lin = Member.objects.get(identities__external_id="M0001")
+    as_of = dt.datetime(2026, 12, 4, 16, 10, 57, 713146, tzinfo=dt.UTC)
+
+    html = render_explanation(explain_member(lin, as_of=as_of).explanation)
+
+    assert "evaluated as of 2026-12-05 00:10" in html
+    assert "+00:00" not in html
+    assert "rule version 1," in html
+
+
+def test_explanation_shows_retention_and_policy_hold():
+    requirement = {
+        "metric": "net_spend",
+        "window": "rolling_days",
+        "days": 365,
+        "start": "2025-12-04T16:00:00+00:00",
+        "end": "2026-12-04T16:10:00+00:00",
+        "value": "3500",
+        "threshold": "3000",
+        "met": True,
+    }
+    explanation = {
+        "as_of": "2026-12-04T16:10:57.713146+00:00",
+        "version": 3,
+        "tier_name": "Gold",
+        "tiers": [
+            {"name": "Gold", "reached": False, "requirements": [requirement]},
+        ],
+        "retention": {"name": "Gold", "reached": True, "requirements": [requirement]},
+        "held_by_policy": "new_activity",
+    }
+
+    html = render_explanation(explanation)
+
+    assert "<td>Gold (retention) ✓</td>" in html
+    assert "Retention rules of Gold met: the member keeps Gold." in html
+    assert "Tier kept by the publish policy: Apply only from new activity on." in html
+    assert "Result: Gold (rule version 3, evaluated as of 2026-12-05 00:10)" in html
+
+
+def test_explanation_without_version_still_renders():
+    html = render_explanation(
+        {"as_of": "2024-06-30T16:00:00+00:00", "tier_name": "Silver", "tiers": []}
+    )
+
+    assert "Result: Silver (evaluated as of 2024-07-01 00:00)" in html
+    assert "Retention" not in html
+
+
+def test_member_change_form_saves_beside_history(base, ladder, admin_client):
+    lin = Member.objects.get(identities__external_id="M0001")
+    evaluate([lin.pk])
+    url = reverse("admin:members_member_change", args=[lin.pk])
+    data = form_values(admin_client.get(url).content.decode())
+    data["name"] = "Lin Renamed"
+
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 302
+    lin.refresh_from_db()
+    assert lin.name == "Lin Renamed"
+
+
+# Import form choices and messages
+
+SEMICOLON_AMBIGUOUS = (
+    b"external_id;occurred_at;amount;channel;kind;reference\n"
+    b"M0001;2024-05-01 10:00;1.234;store-xuhui;purchase;EU-1\n"
+    b"M0002;2024-05-01 11:00;2.500;tmall;purchase;EU-2\n"
+)
+
+
+def upload_bytes(client, url_name: str, content: bytes, **choices):
+    data = {
+        "resource": "0",
+        "format": CSV_FORMAT,
+        "import_file": SimpleUploadedFile("upload.csv", content),
+        **choices,
+    }
+    return client.post(reverse(url_name), data)
+
+
+def test_ambiguous_decimal_mark_rejected_in_admin(base, admin_client):
+    preview = upload_bytes(
+        admin_client, "admin:members_activity_import", SEMICOLON_AMBIGUOUS
+    )
+
+    content = preview.content.decode()
+    assert "File rejected" in content
+    assert "Column amount is ambiguous (decimal point or comma)" in content
+    assert preview.context.get("confirm_form") is None
+
+
+def test_decimal_mark_choice_carried_to_confirm(base, admin_client):
+    preview = upload_bytes(
+        admin_client,
+        "admin:members_activity_import",
+        SEMICOLON_AMBIGUOUS,
+        decimal_mark="comma",
+    )
+    assert preview.context["confirm_form"].initial["decimal_mark"] == "comma"
+
+    confirm(admin_client, "admin:members_activity_process_import", preview)
+
+    amounts = dict(Activity.objects.values_list("reference", "amount"))
+    assert amounts == {"EU-1": Decimal("1234.00"), "EU-2": Decimal("2500.00")}
+
+
+def test_decimal_mark_offered_for_activities_only(base, admin_client):
+    activity_page = admin_client.get(reverse("admin:members_activity_import"))
+    member_page = admin_client.get(reverse("admin:members_member_import"))
+
+    assert 'name="decimal_mark"' in activity_page.content.decode()
+    assert 'name="decimal_mark"' not in member_page.content.decode()
+
+
+def test_import_help_text_sits_under_its_select(base, admin_client):
+    response = admin_client.get(reverse("admin:members_activity_import"))
+
+    content = response.content.decode()
+    for name in ("encoding", "date_order", "decimal_mark"):
+        row = re.search(
+            rf'<div class="form-row field-{name}">(.*?)</div>\s*</div>', content, re.S
+        )
+        assert row is not None, name
+        assert re.search(
+            rf'</select>\s*<div class="help" id="id_{name}_helptext">', row.group(1)
+        ), name
+    assert 'class="help" id="id_' in content
+    assert '<p class="help">' not in content
+
+
+@override_settings(CRM_IMPORT_MAX_BYTES=1024 * 1024)
+def test_size_limit_message_matches_command(base, admin_client, tmp_path):
+    content = b"x" * (1024 * 1024 + 1)
+    path = tmp_path / "big.csv"
+    path.write_bytes(content)
+
+    response = upload_bytes(admin_client, "admin:members_member_import", content)
+    with pytest.raises(CommandError) as raised:
+        call_command("import_members", str(path))
+
+    message = "The file is 1.1 MB, more than the 1 MB limit."
+    assert message in response.content.decode()
+    assert message in str(raised.value)
+
+
+def test_header_only_file_rejected_in_admin(base, admin_client):
+    preview = upload_bytes(
+        admin_client,
+        "admin:members_activity_import",
+        b"external_id,occurred_at,amount,channel,kind,reference\n",
+    )
+
+    content = preview.content.decode()
+    assert "File rejected" in content
+    assert "The file has no data rows" in content
+    assert preview.context.get("confirm_form") is None

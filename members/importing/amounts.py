@@ -1,7 +1,9 @@
 """Amount parsing: currency symbols, separators and negative notations.
 
-Whether a comma is the decimal mark is decided once per file from the whole
-amount column, because "1.234" alone could be either convention.
+The decimal mark (point or comma) is decided once per file from the whole
+amount column. "12.50" and "1.234,56" show their mark, but "2.500" reads as
+2.5 with a decimal point and as 2500 with a decimal comma. A column whose
+only separators are of that kind is rejected unless staff chose the mark.
 """
 
 from __future__ import annotations
@@ -42,8 +44,21 @@ _AMOUNT = re.compile(
     r"(?P<number>\d(?:[\d.,\s]*\d)?)\s*(?P<suffix>[^\d\s+\-.,()]*)"
 )
 _PARENTHESES = re.compile(r"\((?P<inner>.*)\)")
-_POINT_STYLE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
-_COMMA_STYLE = re.compile(r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d+(?:,\d+)?")
+_WHITESPACE = re.compile(r"\s")
+_CENT = Decimal("0.01")
+
+DECIMAL_POINT = "point"
+DECIMAL_COMMA = "comma"
+DECIMAL_MARK_CHOICES = (
+    (DECIMAL_POINT, "Decimal point (1,234.50)"),
+    (DECIMAL_COMMA, "Decimal comma (1.234,50)"),
+)
+MARK_NAMES = {DECIMAL_POINT: "decimal point", DECIMAL_COMMA: "decimal comma"}
+# Digits with optional thousands separators and decimal part, in each style.
+_STYLES = {
+    DECIMAL_POINT: re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"),
+    DECIMAL_COMMA: re.compile(r"\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d+(?:,\d+)?"),
+}
 
 
 def _currency_of(marker: str) -> str | None:
@@ -88,74 +103,139 @@ def _check_currency(markers: list[str]) -> None:
             )
 
 
-def _separator_evidence(number: str) -> str | None:
-    """Return "comma" or "point" when the number shows its decimal mark."""
-    number = re.sub(r"\s", "", number)
-    last_comma, last_point = number.rfind(","), number.rfind(".")
-    if last_comma < 0 and last_point < 0:
+def _number_reading(number: str, mark: str) -> Decimal | None:
+    """Return the value of digits and separators read with ``mark``, or None."""
+    if not _STYLES[mark].fullmatch(number):
         return None
-    last = max(last_comma, last_point)
-    both = last_comma >= 0 and last_point >= 0
-    # One kind of separator followed by exactly three digits reads the same
-    # as a thousands separator in either convention.
-    if not both and len(number) - last - 1 == 3:
+    if mark == DECIMAL_COMMA:
+        return Decimal(number.replace(".", "").replace(",", "."))
+    return Decimal(number.replace(",", ""))
+
+
+def _ambiguous_readings(number: str) -> tuple[Decimal, Decimal] | None:
+    """Return the two values of a number that reads differently with each mark.
+
+    Only one separator followed by three digits does that: "2.500" is 2.5
+    with a decimal point and 2500 with a decimal comma.
+    """
+    with_point = _number_reading(number, DECIMAL_POINT)
+    with_comma = _number_reading(number, DECIMAL_COMMA)
+    if with_point is None or with_comma is None or with_point == with_comma:
         return None
-    return "comma" if last == last_comma else "point"
+    return with_point, with_comma
 
 
-def decide_decimal_comma(values: Iterable[str]) -> bool:
-    """Decide from a column's values whether the comma is the decimal mark.
+def _shown_mark(number: str) -> str | None:
+    """Return the decimal mark that a number proves, or None if it proves none.
 
-    Raises FileRejected when some values prove a decimal comma ("12,50",
-    "1.234,56") and others a decimal point ("12.50", "1,234.50").
+    A number proves a mark when it is valid with that mark only. One
+    separator repeated without the other ("1,234,567") proves nothing,
+    because the number has no decimal part.
+    """
+    commas, points = number.count(","), number.count(".")
+    if not commas and not points:
+        return None
+    if (commas > 1 and not points) or (points > 1 and not commas):
+        return None
+    fits = [mark for mark in MARK_NAMES if _number_reading(number, mark) is not None]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def decide_decimal_mark(values: Iterable[str], chosen: str | None = None) -> str | None:
+    """Return the decimal mark of an amount column, or None if no value needs one.
+
+    A ``chosen`` mark wins unless a value shows the other mark. Raises
+    FileRejected when values show both marks ("12,50" and "12.50"), when a
+    value contradicts the chosen mark, or when nothing was chosen and the
+    only values with a separator read differently with each mark ("2.500").
     """
     examples: dict[str, str] = {}
+    ambiguous: tuple[str, Decimal, Decimal] | None = None
     for text in values:
         try:
             _negative, number, _markers = _split(text)
         except InvalidValue:
             continue
-        evidence = _separator_evidence(number)
-        if evidence:
-            examples.setdefault(evidence, text)
+        number = _WHITESPACE.sub("", number)
+        readings = _ambiguous_readings(number)
+        if readings is not None:
+            ambiguous = ambiguous or (text, *readings)
+            continue
+        mark = _shown_mark(number)
+        if mark is not None:
+            examples.setdefault(mark, text)
     if len(examples) == 2:
         raise FileRejected(
-            f"Column amount mixes decimal commas ({examples['comma']!r}) and "
-            f"decimal points ({examples['point']!r}). Use one style in the whole "
-            "file and import again."
+            f"Column amount mixes decimal commas ({examples[DECIMAL_COMMA]!r}) and "
+            f"decimal points ({examples[DECIMAL_POINT]!r}). Use one style in the "
+            "whole file and import again."
         )
-    return "comma" in examples
+    if chosen:
+        (other,) = set(MARK_NAMES) - {chosen}
+        if other in examples:
+            raise FileRejected(
+                f"Column amount has values such as {examples[other]!r} that use a "
+                f"{MARK_NAMES[other]}, but {MARK_NAMES[chosen]} was chosen. Choose "
+                f"{MARK_NAMES[other]} or let the import detect the mark, and "
+                "import again."
+            )
+        return chosen
+    if examples:
+        return next(iter(examples))
+    if ambiguous:
+        text, with_point, with_comma = ambiguous
+        raise FileRejected(
+            f"Column amount is ambiguous (decimal point or comma). No value in it "
+            f"shows which decimal mark the file uses, and {text!r} is "
+            f"{_plain(with_point)} with a decimal point but {_plain(with_comma)} "
+            "with a decimal comma. Choose the decimal mark (point or comma) and "
+            "import again."
+        )
+    return None
 
 
-def _to_decimal(number: str, decimal_comma: bool) -> Decimal:
-    number = re.sub(r"\s", "", number)
-    if decimal_comma:
-        if not _COMMA_STYLE.fullmatch(number):
-            raise InvalidValue("is not a valid amount (the file uses decimal commas)")
-        number = number.replace(".", "").replace(",", ".")
-    else:
-        if not _POINT_STYLE.fullmatch(number):
-            raise InvalidValue("is not a valid amount (the file uses decimal points)")
-        number = number.replace(",", "")
-    return Decimal(number)
+def _to_decimal(number: str, decimal_mark: str | None) -> Decimal:
+    number = _WHITESPACE.sub("", number)
+    value = _number_reading(number, decimal_mark or DECIMAL_POINT)
+    if value is not None:
+        return value
+    if decimal_mark is not None:
+        raise InvalidValue(
+            f"is not a valid amount (amounts in this file use a "
+            f"{MARK_NAMES[decimal_mark]})"
+        )
+    if _number_reading(number, DECIMAL_COMMA) is not None:
+        # No value showed the mark, so the point was assumed for this one.
+        raise InvalidValue(
+            "is not a valid amount with a decimal point. If the file uses "
+            "decimal commas, choose decimal comma and import again"
+        )
+    raise InvalidValue("is not a valid amount")
 
 
 def _check_size(amount: Decimal) -> None:
-    # normalize() drops trailing zeros, so "12.500" counts one decimal place.
-    exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
-        raise InvalidValue(f"has more than {MAX_DECIMAL_PLACES} decimal places")
+    # Check the size first, because quantize() raises InvalidOperation for
+    # values with more digits than the decimal context's precision (28).
     if abs(amount) >= Decimal(10) ** MAX_INTEGER_DIGITS:
         raise InvalidValue("is too large for an amount")
+    # An exact comparison, so "12.500" passes and "12.5000001" does not.
+    if amount != amount.quantize(_CENT):
+        raise InvalidValue(f"has more than {MAX_DECIMAL_PLACES} decimal places")
 
 
 def parse_amount(
-    text: str, *, decimal_comma: bool = False, numeric: bool = False
+    text: str, *, decimal_mark: str | None = None, numeric: bool = False
 ) -> Decimal:
     """Parse an amount in the store currency; raise InvalidValue otherwise.
 
-    ``numeric`` marks a spreadsheet number cell, whose text is always plain
-    decimal-point notation. The result always has two decimal places.
+    ``decimal_mark`` is the column's mark from ``decide_decimal_mark``, and
+    None reads the value with a decimal point. ``numeric`` marks a spreadsheet
+    number cell, whose text is always plain decimal-point notation. The
+    result always has two decimal places.
     """
     if numeric:
         try:
@@ -165,10 +245,10 @@ def parse_amount(
     else:
         negative, number, markers = _split(text)
         _check_currency(markers)
-        amount = _to_decimal(number, decimal_comma)
+        amount = _to_decimal(number, decimal_mark)
         if negative:
             amount = -amount
     if not amount.is_finite():
         raise InvalidValue("is not a valid amount")
     _check_size(amount)
-    return amount.quantize(Decimal("0.01"))
+    return amount.quantize(_CENT)

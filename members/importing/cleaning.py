@@ -1,9 +1,10 @@
 """Cleaning rows of text into typed member and activity records.
 
 A value that cannot be cleaned becomes a RowIssue naming the line, the
-column and the value; the rest of the file is still cleaned. Problems that
-concern a whole column (an ambiguous date order, mixed decimal marks)
-raise FileRejected before any row is cleaned.
+column and the value, and so does a value that parses but cannot be true
+(see ``plausibility``). The rest of the file is still cleaned. Problems
+that concern a whole column (an ambiguous date order or decimal mark, mixed
+decimal marks) raise FileRejected before any row is cleaned.
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils import timezone
 
-from members.importing.amounts import decide_decimal_comma, parse_amount
+from members.importing.amounts import decide_decimal_mark, parse_amount
 from members.importing.columns import ColumnMap
 from members.importing.dates import decide_date_order, parse_date, parse_datetime
 from members.importing.errors import InvalidValue
+from members.importing.plausibility import (
+    check_amount,
+    check_joined_on,
+    check_occurred_at,
+    check_quantity,
+)
 from members.importing.table import SourceRow, Table
 from members.importing.text import clean_text, fold_width
 from members.models import ActivityKind
@@ -43,6 +51,7 @@ _PHONE_SEPARATORS = str.maketrans("", "", " -\u2010\u2011\u2012\u2013\u2014\t")
 _QUANTITY = re.compile(r"[-+]?\d+")
 # Activity.quantity is an IntegerField: a signed 32-bit integer.
 _MAX_QUANTITY = 2**31 - 1
+_MAX_QUANTITY_DIGITS = len(str(_MAX_QUANTITY))
 
 
 @dataclass(frozen=True)
@@ -87,9 +96,14 @@ class ActivityRecord:
 
 @dataclass(frozen=True)
 class CleaningOptions:
-    """Choices staff made for the file: the day/month order of slash dates."""
+    """Choices staff made for the file where its values leave a doubt.
+
+    ``date_order`` is the day/month order of slash dates and
+    ``decimal_mark`` ("point" or "comma") the decimal mark of amounts.
+    """
 
     date_order: str | None = None
+    decimal_mark: str | None = None
 
 
 class _RowReader:
@@ -126,6 +140,15 @@ class _RowReader:
         except InvalidValue as error:
             self.reject(column, text, error.reason)
             return None
+
+    def check(self, column: str, check: Callable[[], object]) -> bool:
+        """Run a check on a cleaned value and reject the row if it raises."""
+        try:
+            check()
+        except InvalidValue as error:
+            self.reject(column, self.text(column), error.reason)
+            return False
+        return True
 
 
 def _check_row_shape(reader: _RowReader, width: int) -> None:
@@ -210,6 +233,16 @@ def _column_values(table: Table, columns: ColumnMap, column: str) -> Iterator[st
             yield fold_width(clean_text(row.cells[position]))
 
 
+def _joined_on_cleaner(order: str | None, numeric: bool) -> Callable[[str], dt.date]:
+    today = timezone.localdate()
+
+    def clean(text: str) -> dt.date:
+        day = parse_date(text, order=order, numeric=numeric)
+        return check_joined_on(day, today)
+
+    return clean
+
+
 def clean_member_rows(
     table: Table, columns: ColumnMap, options: CleaningOptions
 ) -> tuple[list[MemberRecord], list[RowIssue]]:
@@ -238,9 +271,7 @@ def clean_member_rows(
             fields["email"] = email
         joined_on = reader.clean(
             "joined_at",
-            partial(
-                parse_date, order=joined_order, numeric=reader.is_numeric("joined_at")
-            ),
+            _joined_on_cleaner(joined_order, reader.is_numeric("joined_at")),
             required=False,
         )
         if joined_on is not None:
@@ -278,15 +309,22 @@ def kinds_by_label() -> dict[str, ActivityKind]:
 
 def clean_quantity(text: str) -> int:
     value = fold_width(text).strip()
-    if not _QUANTITY.fullmatch(value) or abs(int(value)) > _MAX_QUANTITY:
+    if not _QUANTITY.fullmatch(value):
         raise InvalidValue("is not a whole number")
-    return int(value)
+    # Counting digits first keeps int() away from text longer than Python's
+    # integer string limit (4,300 digits), where it raises ValueError.
+    digits = value.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > _MAX_QUANTITY_DIGITS or int(digits) > _MAX_QUANTITY:
+        raise InvalidValue(f"is too large for a quantity (at most {_MAX_QUANTITY:,})")
+    return -int(digits) if value.startswith("-") else int(digits)
 
 
 def _signed_amount(
     reader: _RowReader, kind: ActivityKind, amount: Decimal
 ) -> Decimal | None:
     """Return the amount with the sign its kind stores, or None if it has none."""
+    if not reader.check("amount", partial(check_amount, amount, kind)):
+        return None
     if kind.role == ActivityKind.Role.REFUND and amount > 0:
         return -amount
     if kind.role == ActivityKind.Role.PURCHASE and amount < 0:
@@ -299,6 +337,16 @@ def _signed_amount(
     return amount
 
 
+def _occurred_at_cleaner(
+    order: str | None, numeric: bool, now: dt.datetime
+) -> Callable[[str], dt.datetime]:
+    def clean(text: str) -> dt.datetime:
+        moment = parse_datetime(text, order=order, numeric=numeric)
+        return check_occurred_at(moment, now)
+
+    return clean
+
+
 def clean_activity_rows(
     table: Table,
     columns: ColumnMap,
@@ -309,7 +357,10 @@ def clean_activity_rows(
     date_order = decide_date_order(
         _column_values(table, columns, "occurred_at"), "occurred_at", options.date_order
     )
-    decimal_comma = decide_decimal_comma(_column_values(table, columns, "amount"))
+    decimal_mark = decide_decimal_mark(
+        _column_values(table, columns, "amount"), options.decimal_mark
+    )
+    now = timezone.now()
     records, issues = [], []
     for row in table.rows:
         reader = _RowReader(row, columns)
@@ -321,18 +372,14 @@ def clean_activity_rows(
         reference = reader.clean("reference", _identifier("reference"), required=True)
         occurred_at = reader.clean(
             "occurred_at",
-            partial(
-                parse_datetime,
-                order=date_order,
-                numeric=reader.is_numeric("occurred_at"),
-            ),
+            _occurred_at_cleaner(date_order, reader.is_numeric("occurred_at"), now),
             required=True,
         )
         amount = reader.clean(
             "amount",
             partial(
                 parse_amount,
-                decimal_comma=decimal_comma,
+                decimal_mark=decimal_mark,
                 numeric=reader.is_numeric("amount"),
             ),
             required=True,
@@ -341,6 +388,11 @@ def clean_activity_rows(
         quantity = reader.clean("quantity", clean_quantity, required=False)
         if kind is not None and amount is not None:
             amount = _signed_amount(reader, kind, amount)
+        if kind is not None:
+            reader.check(
+                "quantity",
+                partial(check_quantity, 1 if quantity is None else quantity, kind),
+            )
         if (
             reader.issues
             or external_id is None

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from members.importing.amounts import DECIMAL_COMMA, DECIMAL_POINT
+from members.importing.columns import ACTIVITIES
 from members.importing.dates import DAY_FIRST, MONTH_FIRST
 from members.importing.report import ImportReport
 from members.importing.service import import_file
@@ -29,6 +31,14 @@ class ImportCommand(BaseCommand):
             help="Day/month order of dates such as 03/04/2024. Default: "
             "detected from the dates; required when all of them fit both orders.",
         )
+        if self.kind == ACTIVITIES:
+            parser.add_argument(
+                "--decimal-mark",
+                choices=(DECIMAL_POINT, DECIMAL_COMMA),
+                help="Decimal mark of amounts such as 2.500 (2.5 with a point, "
+                "2500 with a comma). Default: detected from the amounts; "
+                "required when no amount shows the mark.",
+            )
         parser.add_argument(
             "--dry-run",
             action="store_true",
@@ -42,6 +52,7 @@ class ImportCommand(BaseCommand):
                 self.kind,
                 encoding=options["encoding"],
                 date_order=options["date_order"],
+                decimal_mark=options.get("decimal_mark"),
                 dry_run=options["dry_run"],
             )
         except OSError as error:

@@ -10,6 +10,7 @@ import codecs
 import csv
 import io
 import logging
+import re
 from itertools import islice
 
 import charset_normalizer
@@ -49,6 +50,21 @@ _MIN_CHAOS_MARGIN = 0.05
 _DELIMITERS = (",", ";", "\t")
 _SNIFF_CHARS = 64 * 1024
 _SNIFF_ROWS = 50
+# C0 control characters and DEL, except tab, line feed, carriage return,
+# and the vertical tab and form feed that some programs write for a line
+# break inside a cell. Text files hold almost none of them, while binary
+# files (.xls, PDF, images) have many and usually a NUL.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+# More control characters than this share of the sample means binary data.
+# NOTE: 1% is a judgement, not tuned on real files. Random bytes have about
+# 10%, and a text file with a stray control character far less than 1%.
+_MAX_CONTROL_SHARE = 0.01
+NOT_TEXT_MESSAGE = (
+    "The file is not readable text (CSV): it contains binary data. It may be "
+    "an Excel .xls, a PDF or another kind of file saved with a .csv name. Save "
+    "the data as CSV UTF-8 or as Excel .xlsx and import that file. If it is "
+    "Unicode text saved as UTF-16, choose the UTF-16 encoding."
+)
 
 
 def _label(encoding: str) -> str:
@@ -57,6 +73,18 @@ def _label(encoding: str) -> str:
 
 def _choices_text() -> str:
     return ", ".join(label.split(" (")[0] for label in _LABELS.values())
+
+
+def _reject_binary(sample: str) -> None:
+    """Raise FileRejected when text has a NUL or many control characters."""
+    controls = _CONTROL_CHARACTERS.findall(sample)
+    if "\x00" in controls or len(controls) > len(sample) * _MAX_CONTROL_SHARE:
+        logger.info("csv rejected as binary control_characters=%d", len(controls))
+        raise FileRejected(NOT_TEXT_MESSAGE)
+
+
+def _is_ascii_compatible(encoding: str) -> bool:
+    return "a,;\t\r\n".encode(encoding) == b"a,;\t\r\n"
 
 
 def _decode_strict(data: bytes, encoding: str) -> str:
@@ -98,8 +126,10 @@ def decode_csv(data: bytes, encoding: str | None = None) -> tuple[str, str]:
 
     Order: an explicit ``encoding``; a byte order mark; strict UTF-8; then
     GB18030 or Windows-1252 when the evidence clearly favours one. Raises
-    FileRejected rather than guess, and never replaces undecodable bytes.
+    FileRejected rather than guess, never replaces undecodable bytes, and
+    rejects binary data before trying any encoding on it.
     """
+    name = None
     if encoding:
         try:
             name = codecs.lookup(encoding).name
@@ -107,10 +137,17 @@ def decode_csv(data: bytes, encoding: str | None = None) -> tuple[str, str]:
             raise FileRejected(
                 f"Unknown encoding {encoding!r}. Choose one of {_choices_text()}."
             ) from None
-        return _decode_strict(data, name), name
-    for mark, name in _BYTE_ORDER_MARKS:
-        if data.startswith(mark):
-            return _decode_strict(data, name), name
+    else:
+        marked = (found for mark, found in _BYTE_ORDER_MARKS if data.startswith(mark))
+        name = next(marked, None)
+    if name is None or _is_ascii_compatible(name):
+        # Bytes below 0x20 are the same control characters in UTF-8, GB18030
+        # and Windows-1252, and Latin-1 maps every byte to one character.
+        _reject_binary(data[:_SNIFF_CHARS].decode("latin-1"))
+    if name is not None:
+        text = _decode_strict(data, name)
+        _reject_binary(text[:_SNIFF_CHARS])
+        return text, name
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -147,6 +184,20 @@ def sniff_delimiter(text: str) -> str:
     return best if scores[best][0] else ","
 
 
+def _csv_error_message(error: csv.Error, line: int) -> str:
+    # The csv module reports an oversized cell only through its message.
+    if str(error).startswith("field larger than field limit"):
+        return (
+            f"A cell in line {line} is longer than {csv.field_size_limit():,} "
+            "characters, often because a quote is never closed. Fix the line "
+            "and import again."
+        )
+    return (
+        f"Line {line} cannot be read as CSV ({error}). Fix the line, for "
+        "example an unclosed quote, and import again."
+    )
+
+
 def _parse(text: str, delimiter: str) -> Table:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     table: Table | None = None
@@ -158,10 +209,7 @@ def _parse(text: str, delimiter: str) -> Table:
         except StopIteration:
             break
         except csv.Error as error:
-            raise FileRejected(
-                f"Line {start_line} cannot be read as CSV ({error}). Fix the "
-                "line, for example an unclosed quote, and import again."
-            ) from None
+            raise FileRejected(_csv_error_message(error, start_line)) from None
         if table is None:
             table = Table(headers=record, delimiter=delimiter)
             continue

@@ -25,6 +25,7 @@ DATE_ORDER_CHOICES = (
     (DAY_FIRST, "Day first (31/12/2024)"),
     (MONTH_FIRST, "Month first (12/31/2024)"),
 )
+_ORDER_NAMES = {DAY_FIRST: "day-first", MONTH_FIRST: "month-first"}
 
 _TIME = (
     r"(?:(?:[ T]+|日\s*)(?P<hour>\d{1,2}):(?P<minute>\d{2})"
@@ -38,6 +39,7 @@ _CHINESE = re.compile(
     r"(?P<year>\d{4})年(?P<month>\d{1,2})月(?P<day>\d{1,2})日?" + _TIME
 )
 _COMPACT = re.compile(r"(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})")
+_TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,6})?)?")
 # dd.mm.yyyy is the German and Russian convention and is never month-first.
 _DOTTED = re.compile(r"(?P<day>\d{1,2})\.(?P<month>\d{1,2})\.(?P<year>\d{4})" + _TIME)
 _SLASHED = re.compile(
@@ -49,6 +51,8 @@ _SLASHED = re.compile(
 _EXCEL_EPOCH = dt.datetime(1899, 12, 30)  # noqa: DTZ001 - a naive calendar origin
 _MAX_EXCEL_SERIAL = 2_958_465  # 9999-12-31
 _FORMATS_HELP = "use YYYY-MM-DD HH:MM, DD.MM.YYYY or DD/MM/YYYY"
+_OUT_OF_RANGE = "is out of range"
+_TIME_WITHOUT_DATE = "is a time of day without a date"
 
 
 def program_zone() -> ZoneInfo:
@@ -60,8 +64,9 @@ def decide_date_order(
 ) -> str | None:
     """Return the day/month order for a column's slash dates, or None if unused.
 
-    A ``chosen`` order wins. Raises FileRejected when the values disagree,
-    or when all of them are ambiguous and nothing was chosen.
+    A ``chosen`` order wins unless a date fits only the other order. Raises
+    FileRejected in that case, when the values disagree, or when all of
+    them are ambiguous and nothing was chosen.
     """
     examples: dict[str, str] = {}
     ambiguous = None
@@ -76,14 +81,22 @@ def decide_date_order(
             examples.setdefault(MONTH_FIRST, text)
         elif first != second:
             ambiguous = ambiguous or text
-    if chosen:
-        return chosen
     if len(examples) == 2:
         raise FileRejected(
             f"Column {column} mixes day-first ({examples[DAY_FIRST]!r}) and "
             f"month-first ({examples[MONTH_FIRST]!r}) dates. Use one order in "
             "the whole file and import again."
         )
+    if chosen:
+        (other,) = {DAY_FIRST, MONTH_FIRST} - {chosen}
+        if other in examples:
+            raise FileRejected(
+                f"Column {column} has dates such as {examples[other]!r} that fit "
+                f"only the {_ORDER_NAMES[other]} order, but {_ORDER_NAMES[chosen]} "
+                f"was chosen. Choose {_ORDER_NAMES[other]} or let the import detect "
+                "the order, and import again."
+            )
+        return chosen
     if examples:
         return next(iter(examples))
     if ambiguous:
@@ -106,11 +119,27 @@ def _offset(text: str | None) -> dt.tzinfo:
     return dt.timezone(sign * delta)
 
 
+def _check_in_range(moment: dt.datetime) -> dt.datetime:
+    """Return ``moment`` if it exists in UTC and in the program's time zone.
+
+    0001-01-01 00:00 in UTC+8 is in year 0 in UTC, which datetime cannot
+    represent, so saving or converting it would raise OverflowError.
+    """
+    try:
+        moment.astimezone(dt.UTC)
+        moment.astimezone(program_zone())
+    except OverflowError:
+        raise InvalidValue(_OUT_OF_RANGE) from None
+    return moment
+
+
 def _build(match: re.Match[str], year: str, month: str, day: str) -> dt.datetime:
     fields = match.groupdict()
     fraction = (fields.get("fraction") or "").ljust(6, "0")
+    if int(year) < dt.MINYEAR:
+        raise InvalidValue(_OUT_OF_RANGE)
     try:
-        return dt.datetime(
+        moment = dt.datetime(
             int(year),
             int(month),
             int(day),
@@ -122,6 +151,7 @@ def _build(match: re.Match[str], year: str, month: str, day: str) -> dt.datetime
         )
     except ValueError:
         raise InvalidValue("is not a valid date or time") from None
+    return _check_in_range(moment)
 
 
 def _from_excel_serial(text: str) -> dt.datetime:
@@ -131,10 +161,13 @@ def _from_excel_serial(text: str) -> dt.datetime:
         serial = float(text)
     except ValueError:
         raise InvalidValue("is not a valid Excel date") from None
-    if not 0 < serial <= _MAX_EXCEL_SERIAL:
+    if 0 <= serial < 1:
+        # Excel stores a time typed without a date as a fraction of a day.
+        raise InvalidValue(f"{_TIME_WITHOUT_DATE} (a spreadsheet number below 1)")
+    if not 1 <= serial <= _MAX_EXCEL_SERIAL:
         raise InvalidValue("is not a valid Excel date")
     naive = _EXCEL_EPOCH + dt.timedelta(seconds=round(serial * 86400))
-    return naive.replace(tzinfo=program_zone())
+    return _check_in_range(naive.replace(tzinfo=program_zone()))
 
 
 def _parse_slashed(match: re.Match[str], order: str | None) -> dt.datetime:
@@ -159,6 +192,8 @@ def _parse_text(text: str, order: str | None) -> dt.datetime:
     match = _SLASHED.fullmatch(text)
     if match:
         return _parse_slashed(match, order)
+    if _TIME_ONLY.fullmatch(text):
+        raise InvalidValue(f"{_TIME_WITHOUT_DATE}; {_FORMATS_HELP}")
     raise InvalidValue(f"is not a date and time; {_FORMATS_HELP}")
 
 

@@ -85,11 +85,19 @@ def _xlsx_cell(sheet: object, value: object) -> object:
 
 def write_xlsx(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
     """Return an XLSX workbook with one sheet; text cells are string cells."""
+    return write_workbook([("Sheet", headers, rows)])
+
+
+def write_workbook(
+    sheets: Iterable[tuple[str, Sequence[str], Iterable[Sequence[object]]]],
+) -> bytes:
+    """Return an XLSX workbook with one sheet per (title, headers, rows)."""
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet()
-    sheet.append([_xlsx_cell(sheet, header) for header in headers])
-    for row in rows:
-        sheet.append([_xlsx_cell(sheet, value) for value in row])
+    for title, headers, rows in sheets:
+        sheet = workbook.create_sheet(title)
+        sheet.append([_xlsx_cell(sheet, header) for header in headers])
+        for row in rows:
+            sheet.append([_xlsx_cell(sheet, value) for value in row])
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from members.importing.csv_reader import read_csv
 from members.importing.errors import FileRejected
+from members.importing.sizes import size_limit_message
 from members.importing.table import Table
 from members.importing.xlsx_reader import read_xlsx
 
@@ -32,14 +31,12 @@ def read_table(data: bytes, file_format: str, encoding: str | None = None) -> Ta
     """Read CSV or XLSX bytes into a Table.
 
     ``encoding`` applies to CSV only and overrides detection. Raises
-    FileRejected for a file that is too large, unreadable or unsafe.
+    FileRejected for a file that is too large, unreadable or unsafe, and for
+    one without data rows.
     """
-    max_bytes = settings.CRM_IMPORT_MAX_BYTES
-    if len(data) > max_bytes:
-        raise FileRejected(
-            f"The file is {len(data) / 1_000_000:.1f} MB, more than the "
-            f"{max_bytes / 1_000_000:.1f} MB limit. Split it into smaller files."
-        )
+    too_large = size_limit_message(len(data))
+    if too_large:
+        raise FileRejected(too_large)
     if file_format == XLSX:
         table = read_xlsx(data)
     elif file_format == CSV:
@@ -48,4 +45,9 @@ def read_table(data: bytes, file_format: str, encoding: str | None = None) -> Ta
         raise ValueError(f"Unknown file format {file_format!r}; use csv or xlsx.")
     if not table.headers or not any(header.strip() for header in table.headers):
         raise FileRejected("The file is empty: the first line must be a header row.")
+    if not table.rows:
+        raise FileRejected(
+            "The file has no data rows: there is nothing below the header row. "
+            "Add the rows to import and import again."
+        )
     return table

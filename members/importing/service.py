@@ -14,6 +14,7 @@ from typing import Any
 from django.db import transaction
 
 from members.importing.activity_writer import save_activities
+from members.importing.amounts import DECIMAL_COMMA, DECIMAL_POINT
 from members.importing.cleaning import (
     CleaningOptions,
     clean_activity_rows,
@@ -32,12 +33,18 @@ from tiers.ladder import LadderError
 logger = logging.getLogger(__name__)
 
 
-def _check_arguments(kind: str, date_order: str | None) -> None:
+def _check_arguments(kind: str, options: CleaningOptions) -> None:
     if kind not in KINDS:
         raise ValueError(f"Unknown import kind {kind!r}; use {' or '.join(KINDS)}.")
-    if date_order not in (None, DAY_FIRST, MONTH_FIRST):
+    if options.date_order not in (None, DAY_FIRST, MONTH_FIRST):
         raise ValueError(
-            f"Unknown date order {date_order!r}; use {DAY_FIRST} or {MONTH_FIRST}."
+            f"Unknown date order {options.date_order!r}; use {DAY_FIRST} or "
+            f"{MONTH_FIRST}."
+        )
+    if options.decimal_mark not in (None, DECIMAL_POINT, DECIMAL_COMMA):
+        raise ValueError(
+            f"Unknown decimal mark {options.decimal_mark!r}; use {DECIMAL_POINT} "
+            f"or {DECIMAL_COMMA}."
         )
 
 
@@ -59,7 +66,7 @@ def _clean_and_save(
     kind: str,
     report: ImportReport,
     encoding: str | None,
-    date_order: str | None,
+    options: CleaningOptions,
 ) -> None:
     table = read_table(data, file_format, encoding)
     columns = map_headers(table.headers, kind)
@@ -67,7 +74,6 @@ def _clean_and_save(
     report.encoding = table.encoding
     report.delimiter = table.delimiter
     report.ignored_columns = list(columns.ignored)
-    options = CleaningOptions(date_order=date_order)
     if kind == MEMBERS:
         members, issues = clean_member_rows(table, columns, options)
         report.reject(issues)
@@ -88,10 +94,15 @@ def import_data(
     file_format: str | None = None,
     encoding: str | None = None,
     date_order: str | None = None,
+    decimal_mark: str | None = None,
     dry_run: bool = False,
     user: Any = None,
 ) -> ImportReport:
     """Import a members or activities file given as bytes; return the report.
+
+    ``encoding`` (CSV only), ``date_order`` (day_first or month_first) and
+    ``decimal_mark`` (point or comma, for amounts) are staff's choices for
+    what detection rejects as unclear; None lets the import detect them.
 
     Everything happens in one transaction: a dry run rolls it back, and an
     unexpected error rolls it back before it propagates. A confirmed import
@@ -100,7 +111,8 @@ def import_data(
     A rejected file saves nothing and gives a report whose ``refused`` is
     the reason, with all counts zero.
     """
-    _check_arguments(kind, date_order)
+    options = CleaningOptions(date_order=date_order, decimal_mark=decimal_mark)
+    _check_arguments(kind, options)
     file_format = detect_format(data, file_name, file_format)
     user_id = getattr(user, "pk", None)
     logger.info(
@@ -110,7 +122,7 @@ def import_data(
     report = ImportReport(kind=kind, file_name=file_name, dry_run=dry_run)
     try:
         with transaction.atomic():
-            _clean_and_save(data, file_format, kind, report, encoding, date_order)
+            _clean_and_save(data, file_format, kind, report, encoding, options)
             if dry_run:
                 transaction.set_rollback(True)
             else:
@@ -137,6 +149,7 @@ def import_file(
     *,
     encoding: str | None = None,
     date_order: str | None = None,
+    decimal_mark: str | None = None,
     dry_run: bool = False,
     user: Any = None,
     file_name: str | None = None,
@@ -153,6 +166,7 @@ def import_file(
         file_name=name,
         encoding=encoding,
         date_order=date_order,
+        decimal_mark=decimal_mark,
         dry_run=dry_run,
         user=user,
     )
