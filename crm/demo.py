@@ -21,8 +21,10 @@ from pathlib import Path
 from django.db import transaction
 
 from benefits.models import Benefit
-from members.models import ActivityKind, Channel
-from tiers.models import GrowthWeight, Requirement, Tier
+from members.models import Channel
+from tiers.models import RuleVersion, Tier
+from tiers.publishing import publish
+from tiers.rules import Need, TierSpec, VersionSpec, WeightSpec, all_of, any_of, build
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +165,11 @@ def convert_cdnow(source: Path, folder: Path, today: dt.date) -> ConvertedFiles:
 
 @transaction.atomic
 def ensure_demo_program() -> bool:
-    """Create the demo channel, ladder, weights and benefits unless a ladder exists.
+    """Create the demo channel, tiers, published rules and benefits once.
 
     Returns whether anything was created. Amounts are the log's US dollars.
+    The first version is published with the "new activity" policy: nobody has
+    a tier yet, so the evaluation that follows places everyone.
     """
     Channel.objects.get_or_create(
         code=CHANNEL_CODE,
@@ -173,41 +177,47 @@ def ensure_demo_program() -> bool:
     )
     if Tier.objects.exists():
         return False
-    purchase = ActivityKind.objects.get(code="purchase")
-    GrowthWeight.objects.get_or_create(
-        kind=purchase,
-        defaults={"points_per_event": Decimal("10"), "points_per_unit": Decimal("1")},
-    )
     member = Tier.objects.create(
         name="Member",
         rank=0,
         colour="#7a8691",
         description="Every registered customer.",
     )
-    silver = Tier.objects.create(
-        name="Silver", rank=10, colour="#9ea7ad", combine=Tier.Combine.ANY
-    )
+    silver = Tier.objects.create(name="Silver", rank=10, colour="#9ea7ad")
     gold = Tier.objects.create(name="Gold", rank=20, colour="#c9a227")
-    platinum = Tier.objects.create(
-        name="Platinum", rank=30, colour="#4b5d7a", combine=Tier.Combine.ANY
+    platinum = Tier.objects.create(name="Platinum", rank=30, colour="#4b5d7a")
+    spec = VersionSpec(
+        note="Demo ladder: spend, orders, active days and growth value.",
+        tiers=[
+            TierSpec(member),
+            TierSpec(silver, any_of(Need("net_spend", 100), Need("orders", 3))),
+            TierSpec(
+                gold,
+                all_of(
+                    Need("net_spend", 300), Need("orders", 4), Need("active_days", 3)
+                ),
+                retention=all_of(Need("net_spend", 200), Need("orders", 3)),
+            ),
+            TierSpec(
+                platinum,
+                any_of(
+                    all_of(
+                        Need("net_spend", 800, window="year_to_date"),
+                        Need("orders", 6),
+                        label="Platinum: spend route",
+                    ),
+                    Need("growth_value", 3000, window="lifetime"),
+                ),
+            ),
+        ],
+        weights=[WeightSpec("purchase", per_event=10, per_unit=1)],
     )
-    rules = [
-        (silver, "net_spend", "rolling_days", 365, "100"),
-        (silver, "orders", "rolling_days", 365, "3"),
-        (gold, "net_spend", "rolling_days", 365, "300"),
-        (gold, "orders", "rolling_days", 365, "4"),
-        (gold, "active_days", "rolling_days", 365, "3"),
-        (platinum, "net_spend", "year_to_date", None, "800"),
-        (platinum, "growth_value", "lifetime", None, "3000"),
-    ]
-    for tier, metric, window, days, threshold in rules:
-        Requirement.objects.create(
-            tier=tier,
-            metric=metric,
-            window=window,
-            window_days=days,
-            threshold=Decimal(threshold),
-        )
+    publish(
+        build(spec),
+        user=None,
+        reason="Demo set-up.",
+        policy=RuleVersion.Policy.NEW_ACTIVITY,
+    )
     perks = [
         (
             "Birthday coupon, 10% off",
@@ -223,5 +233,5 @@ def ensure_demo_program() -> bool:
     for name, kind, tiers in perks:
         benefit = Benefit.objects.create(name=name, kind=kind)
         benefit.tiers.set(tiers)
-    logger.info("created demo ladder tiers=4 requirements=%d", len(rules))
+    logger.info("created demo ladder tiers=4 version=1")
     return True

@@ -9,11 +9,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from members.models import ActivityKind
-from tests.conftest import local, make_member, record
+from tests.conftest import local, make_member, publish_spec, record, standard_spec
 from tiers.evaluation import evaluate, explain_member
 from tiers.ladder import LadderError
-from tiers.models import GrowthWeight, Requirement, Tier, TierChange
+from tiers.models import Tier, TierChange
+from tiers.rules import Need, TierSpec, VersionSpec, WeightSpec, all_of
 
 pytestmark = pytest.mark.django_db
 
@@ -61,10 +61,9 @@ def test_all_requirements_needed_for_gold(ladder, store):
     assert tier_of(regular) == "Gold"  # 5,100 over 6 orders
 
 
-def test_any_requirement_reaches_platinum(ladder, store):
+def test_any_requirement_reaches_platinum(tiers, store):
+    publish_spec(standard_spec(tiers, [WeightSpec("visit", per_event=50000)]))
     weight_member = make_member(store, "A1")
-    visit = ActivityKind.objects.get(code="visit")
-    GrowthWeight.objects.create(kind=visit, points_per_event=Decimal("50000"))
     record(weight_member, store, "visit", local(2024, 6, 1))
     record(weight_member, store, "visit", local(2024, 6, 2))
 
@@ -86,13 +85,12 @@ def test_refunds_reduce_net_spend(ladder, store):
     assert evaluation.tier.name == "Bronze"
 
 
-def test_growth_value_weights_amount_and_events(ladder, store):
-    purchase = ActivityKind.objects.get(code="purchase")
-    refund = ActivityKind.objects.get(code="refund")
-    GrowthWeight.objects.create(
-        kind=purchase, points_per_event=Decimal("10"), points_per_unit=Decimal("2")
-    )
-    GrowthWeight.objects.create(kind=refund, points_per_unit=Decimal("2"))
+def test_growth_value_weights_amount_and_events(tiers, store):
+    weights = [
+        WeightSpec("purchase", per_event=10, per_unit=2),
+        WeightSpec("refund", per_unit=2),
+    ]
+    publish_spec(standard_spec(tiers, weights))
     member = make_member(store, "A1")
     record(member, store, "purchase", local(2024, 1, 1), "100")
     record(member, store, "refund", local(2024, 1, 2), "-25")
@@ -116,10 +114,17 @@ def test_rolling_window_starts_at_local_midnight(ladder, store):
     assert tier_of(outside) == "Bronze"
 
 
-def test_year_to_date_uses_program_time_zone(ladder, store):
-    Requirement.objects.filter(tier=ladder["silver"]).update(
-        window="year_to_date", window_days=None
+def silver_only(tiers, *needs):
+    """Publish a version with Bronze and a Silver that needs all of ``needs``."""
+    publish_spec(
+        VersionSpec(
+            tiers=[TierSpec(tiers["bronze"]), TierSpec(tiers["silver"], all_of(*needs))]
+        )
     )
+
+
+def test_year_to_date_uses_program_time_zone(tiers, store):
+    silver_only(tiers, Need("net_spend", 1000, window="year_to_date"))
     # 2023-12-31 16:30 UTC is 2024-01-01 00:30 in Shanghai: it counts in 2024.
     new_year = make_member(store, "A1")
     record(new_year, store, "purchase", local(2024, 1, 1, 0, 30), "1000")
@@ -141,9 +146,11 @@ def test_as_of_ignores_later_activity(ladder, store):
     assert tier_of(member) == "Bronze"
 
 
-def test_active_days_count_local_dates(ladder, store):
-    Requirement.objects.create(
-        tier=ladder["silver"], metric="active_days", window="lifetime", threshold=2
+def test_active_days_count_local_dates(tiers, store):
+    silver_only(
+        tiers,
+        Need("net_spend", 1000),
+        Need("active_days", 2, window="lifetime"),
     )
     member = make_member(store, "A1")
     # 07:30 and 09:00 Shanghai are one local day, though they straddle UTC midnight.
@@ -156,13 +163,11 @@ def test_active_days_count_local_dates(ladder, store):
     assert evaluation.tier.name == "Bronze"
 
 
-def test_refund_day_is_not_active(ladder, store):
+def test_refund_day_is_not_active(tiers, store):
+    silver_only(tiers, Need("active_days", 1, window="lifetime"))
     member = make_member(store, "A1")
     record(member, store, "purchase", local(2024, 6, 1), "10")
     record(member, store, "refund", local(2024, 6, 2), "-10")
-    Requirement.objects.create(
-        tier=ladder["silver"], metric="active_days", window="lifetime", threshold=1
-    )
 
     evaluation = explain_member(member, as_of=AS_OF)
 
@@ -232,7 +237,7 @@ def test_dry_run_writes_nothing(ladder, store):
 def test_no_tiers_raises_clear_error(store):
     make_member(store, "A1")
 
-    with pytest.raises(LadderError, match="No tiers are defined"):
+    with pytest.raises(LadderError, match="No published rule version is in effect"):
         evaluate(as_of=AS_OF)
 
 
@@ -246,22 +251,22 @@ def _queries_for(member_count: int, store) -> int:
 
 
 def test_query_count_independent_of_members(ladder, store):
-    # tiers, requirements, kinds, members chunk, ledger aggregate,
-    # savepoint, UPDATE per target tier (Bronze, Silver), INSERT history,
-    # release savepoint, empty next chunk
+    # version in effect, groups, requirements, tier rules, kinds, weights,
+    # members chunk, ledger aggregate, savepoint, UPDATE per target tier
+    # (Bronze, Silver), INSERT history, release savepoint, empty next chunk
     few = _queries_for(4, store)
     TierChange.objects.all().delete()
     many = _queries_for(40, store)
 
-    assert few == many == 11
+    assert few == many == 14
 
 
 def test_each_chunk_costs_fixed_queries(ladder, store, django_assert_num_queries):
     for number in range(6):
         make_member(store, f"C{number}")
-    # 3 ladder queries, then per chunk of 2: members + aggregate + savepoint +
+    # 6 ladder queries, then per chunk of 2: members + aggregate + savepoint +
     # one UPDATE + INSERT + release = 6, three chunks, plus the empty 4th read.
-    with django_assert_num_queries(3 + 3 * 6 + 1):
+    with django_assert_num_queries(6 + 3 * 6 + 1):
         evaluate(as_of=AS_OF, chunk_size=2)
 
 
@@ -299,9 +304,14 @@ def test_command_rejects_bad_date(ladder):
 def test_tier_choices_use_ranks_not_ids(store):
     # Ranks decide the order even when the higher tier was created first.
     top = Tier.objects.create(name="Top", rank=50)
-    Tier.objects.create(name="Base", rank=1)
-    Requirement.objects.create(
-        tier=top, metric="orders", window="lifetime", threshold=1
+    base = Tier.objects.create(name="Base", rank=1)
+    publish_spec(
+        VersionSpec(
+            tiers=[
+                TierSpec(top, all_of(Need("orders", 1, window="lifetime"))),
+                TierSpec(base),
+            ]
+        )
     )
     member = make_member(store, "A1")
     record(member, store, "purchase", local(2024, 6, 1), "1")
@@ -309,3 +319,29 @@ def test_tier_choices_use_ranks_not_ids(store):
     evaluate(as_of=AS_OF)
 
     assert tier_of(member) == "Top"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "is not a date"),
+        ("0001-01-01", "is before 1990-01-01"),
+        ("1900-01-01", "is before 1990-01-01"),
+        ("2999-01-01", "is in the future"),
+    ],
+)
+def test_command_rejects_unusable_dates(ladder, value, message):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        call_command("evaluate_tiers", "--as-of", value, "--dry-run")
+
+
+def test_command_accepts_today(ladder, store, capsys):
+    from django.utils import timezone
+
+    call_command(
+        "evaluate_tiers", "--as-of", timezone.localdate().isoformat(), "--dry-run"
+    )
+
+    assert "Evaluated 0 members" in capsys.readouterr().out

@@ -21,9 +21,10 @@ from members.importing.formats import CSVFormat, XLSXFormat
 from members.importing.service import import_file
 from members.models import Activity, Channel, ChannelIdentity, Member
 from members.resources import ActivityResource, MemberResource
-from tests.conftest import CASES, local
+from tests.conftest import CASES, local, publish_spec
 from tiers.evaluation import explain_member
-from tiers.models import Requirement, Tier, TierChange
+from tiers.models import Tier, TierChange
+from tiers.rules import Need, TierSpec, VersionSpec
 
 UTC = dt.UTC
 
@@ -482,8 +483,13 @@ def spend_ladder(db) -> dict[str, Tier]:
     """A base tier and Gold at lifetime net spend of at least 5,000.00."""
     base_tier = Tier.objects.create(name="Base", rank=0)
     gold = Tier.objects.create(name="Gold", rank=10)
-    Requirement.objects.create(
-        tier=gold, metric="net_spend", window="lifetime", threshold=Decimal("5000")
+    publish_spec(
+        VersionSpec(
+            tiers=[
+                TierSpec(base_tier),
+                TierSpec(gold, Need("net_spend", "5000", window="lifetime")),
+            ]
+        )
     )
     return {"base": base_tier, "gold": gold}
 

@@ -28,7 +28,9 @@ from members.links import (
     member_token,
 )
 from members.models import Channel, Member
-from tests.conftest import SHANGHAI, make_member, record
+from tests.conftest import SHANGHAI, make_member, publish_spec, record
+from tiers.models import Tier
+from tiers.rules import Need, TierSpec, VersionSpec, all_of, any_of
 
 DAY = 24 * 60 * 60
 
@@ -192,9 +194,14 @@ def test_page_shows_tier_and_bars(client, alice):
     assert "--badge-bg: #9ea7ad" in html
     assert "Gold" in html
     assert "To reach Gold, meet all of these:" in html
+    assert (
+        "net spend of at least ¥5,000 and at least 6 orders in the last 365 days"
+        in html
+    )
     assert "¥1,240 / ¥5,000" in html
     assert "¥3,760 more net spend within the last 365 days" in html
     assert "4 more orders within the last 365 days" in html
+    assert "What keeps" not in html
 
     bars = progressbars(html)
     assert len(bars) == 2
@@ -214,6 +221,7 @@ def test_page_chinese_by_default(client, alice):
     assert "当前等级" in html
     assert "近365天内还差净消费¥3,760" in html
     assert "同时满足以下全部条件即可升级为Gold：" in html
+    assert "最近365天净消费满¥5,000，且订单不少于6笔" in html
     assert response["Content-Language"] == "zh-hans"
 
 
@@ -352,10 +360,13 @@ def test_page_query_count_is_flat(
     client, alice, store, benefits, ladder, django_assert_num_queries
 ):
     url = member_page_url(alice)
-    # Eight queries: the member joined with its tier, then four for the
-    # evaluation (tiers, requirements, activity kinds, metrics aggregate),
-    # then tier colours, benefits, and activities joined with channel and kind.
-    with django_assert_num_queries(8):
+    # Ten queries:
+    # - the member joined with its tier,
+    # - the version in effect, its rule groups, requirements, tier rules
+    #   joined with tiers, activity kinds and growth value weights (6),
+    # - the metrics aggregate,
+    # - benefits, and activities joined with channel and kind.
+    with django_assert_num_queries(10):
         client.get(url)
 
     for number in range(25):
@@ -364,10 +375,141 @@ def test_page_query_count_is_flat(
         perk = Benefit.objects.create(name=f"Perk {number}", kind="gift")
         perk.tiers.add(ladder["silver"])
 
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(10):
         response = client.get(url)
     assert len(response.context["activities"]) == 10
     assert len(response.context["benefits"]) == 7
+
+
+# Nested rules and retention
+
+
+@pytest.fixture
+def nested_rules(tiers) -> dict[str, Tier]:
+    """Gold by spending or by growth value, kept with ¥2,000 and 2 visits."""
+    spending = all_of(Need("net_spend", 5000), Need("orders", 6))
+    publish_spec(
+        VersionSpec(
+            tiers=[
+                TierSpec(tiers["bronze"]),
+                TierSpec(tiers["silver"], all_of(Need("net_spend", 1000))),
+                TierSpec(
+                    tiers["gold"],
+                    any_of(spending, Need("growth_value", 8000, window="lifetime")),
+                    retention=all_of(Need("net_spend", 2000), Need("visits", 2)),
+                ),
+                TierSpec(
+                    tiers["platinum"],
+                    all_of(Need("net_spend", 50000, window="lifetime")),
+                ),
+            ]
+        )
+    )
+    return tiers
+
+
+@pytest.fixture
+def carol(nested_rules, store) -> Member:
+    """A Silver member with ¥1,300 from two orders, on her way to Gold."""
+    member = make_member(store, "C-1", name="Carol Zhou")
+    member.tier = nested_rules["silver"]
+    member.save()
+    now = timezone.now()
+    record(member, store, "purchase", now - dt.timedelta(days=20), "1000")
+    record(member, store, "purchase", now - dt.timedelta(days=2), "300")
+    return member
+
+
+@pytest.fixture
+def dan(nested_rules, store) -> Member:
+    """A Gold member below Gold's entry rules who meets its retention rules."""
+    member = make_member(store, "D-1", name="Dan Wu")
+    member.tier = nested_rules["gold"]
+    member.save()
+    now = timezone.now()
+    record(member, store, "purchase", now - dt.timedelta(days=10), "2500")
+    record(member, store, "visit", now - dt.timedelta(days=9))
+    record(member, store, "visit", now - dt.timedelta(days=8))
+    return member
+
+
+def test_page_nested_rule_bars(client, carol):
+    html = client.get(
+        member_page_url(carol), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+
+    assert "To reach Gold, meet any one of these:" in html
+    assert (
+        "(net spend of at least ¥5,000 and at least 6 orders in the last 365 days)"
+        " or growth value of at least 8,000 in total"
+    ) in html
+    assert "Meet all of these:" in html
+    assert '<li class="or" aria-hidden="true">or</li>' in html
+    bars = progressbars(html)
+    assert [bar["aria-valuenow"] for bar in bars] == ["26", "33", "0"]
+    assert bars[2]["aria-valuetext"] == "0 of 8,000"
+
+
+def test_page_nested_rule_in_chinese(client, carol):
+    html = client.get(member_page_url(carol)).content.decode()
+
+    assert "满足以下任一条件即可升级为Gold：" in html
+    assert "(最近365天净消费满¥5,000且订单不少于6笔)或累计成长值满8,000" in html
+    assert "同时满足以下全部条件：" in html
+
+
+def test_page_no_retention_without_rules(client, carol):
+    html = client.get(
+        member_page_url(carol), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+
+    # Silver has no retention rules of its own.
+    assert "What keeps" not in html
+    assert "retention-card" not in html
+
+
+def test_page_retention_of_current_tier(client, dan):
+    html = client.get(member_page_url(dan), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    assert "What keeps Gold" in html
+    assert (
+        "net spend of at least ¥2,000 and at least 2 visits in the last 365 days"
+        in html
+    )
+    assert "You meet these, so you keep Gold." in html
+    # Two retention bars, then Platinum's one.
+    bars = progressbars(html)
+    assert [bar["aria-valuetext"] for bar in bars] == [
+        "¥2,500 of ¥2,000",
+        "2 of 2",
+        "¥2,500 of ¥50,000",
+    ]
+    ids = re.findall(r' id="([^"]+)"', html)
+    assert len(ids) == len(set(ids))
+
+
+def test_page_retention_in_chinese(client, dan):
+    html = client.get(member_page_url(dan)).content.decode()
+
+    assert "Gold保级条件" in html
+    assert "最近365天净消费满¥2,000，且到店不少于2次" in html
+    assert "您已满足保级条件，保持Gold等级。" in html
+
+
+def test_page_retention_not_met(client, dan, store):
+    record(dan, store, "refund", timezone.now() - dt.timedelta(days=1), "-1000")
+
+    html = client.get(member_page_url(dan), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    assert "Not met yet. Meet these by the next evaluation to keep Gold." in html
+    assert progressbars(html)[0]["aria-valuenow"] == "75"
+
+
+def test_page_retention_query_count(client, dan, django_assert_num_queries):
+    # The same ten queries as without retention rules: the retention check
+    # reuses the version and the metrics aggregate.
+    with django_assert_num_queries(10):
+        client.get(member_page_url(dan))
 
 
 # Links that do not work

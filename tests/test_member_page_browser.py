@@ -12,7 +12,8 @@ from django.utils import timezone
 from benefits.models import Benefit
 from members.links import member_page_url
 from members.models import Member
-from tests.conftest import make_member, record
+from tests.conftest import make_member, publish_spec, record
+from tiers.rules import Need, TierSpec, VersionSpec, all_of, any_of, at_least
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -159,6 +160,83 @@ def test_member_page_on_phone(live_server, silver_member, chromium):
 
     assert page.locator("html").get_attribute("lang") == "zh-hans"
     assert page.get_by_text("当前等级").is_visible()
+    context.close()
+
+
+@pytest.fixture
+def kept_gold_member(tiers, store) -> Member:
+    """A Gold member below Gold's entry rules, kept by its retention rules.
+
+    Platinum, the next tier, takes ¥50,000 in total or two of 20 orders,
+    10 visits and 30 active days, so its bars are nested.
+    """
+    publish_spec(
+        VersionSpec(
+            tiers=[
+                TierSpec(tiers["bronze"]),
+                TierSpec(tiers["silver"], all_of(Need("net_spend", 1000))),
+                TierSpec(
+                    tiers["gold"],
+                    all_of(Need("net_spend", 5000), Need("orders", 6)),
+                    retention=all_of(Need("net_spend", 2000), Need("visits", 2)),
+                ),
+                TierSpec(
+                    tiers["platinum"],
+                    any_of(
+                        Need("net_spend", 50000, window="lifetime"),
+                        at_least(
+                            2,
+                            Need("orders", 20),
+                            Need("visits", 10),
+                            Need("active_days", 30),
+                        ),
+                    ),
+                ),
+            ]
+        )
+    )
+    member = make_member(store, "G-1", name="Li Na")
+    member.tier = tiers["gold"]
+    member.tier_since = timezone.now() - dt.timedelta(days=200)
+    member.save()
+    now = timezone.now()
+    record(member, store, "purchase", now - dt.timedelta(days=20), "2500")
+    record(member, store, "visit", now - dt.timedelta(days=9))
+    record(member, store, "visit", now - dt.timedelta(days=8))
+    return member
+
+
+def test_nested_rules_and_retention_on_phone(live_server, kept_gold_member, chromium):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = chromium.new_context(viewport=PHONE, locale="zh-CN")
+    page = context.new_page()
+    url = live_server.url + member_page_url(kept_gold_member)
+
+    response = page.goto(url)
+
+    assert response.status == 200
+    assert page.get_by_role("heading", name="Gold保级条件").is_visible()
+    assert page.get_by_text("最近365天净消费满¥2,000，且到店不少于2次").is_visible()
+    assert page.get_by_text("您已满足保级条件，保持Gold等级。").is_visible()
+    assert page.get_by_text("满足以下3项中的至少2项：", exact=True).is_visible()
+    # Two retention bars, then Platinum's lifetime spend and its three
+    # "two of these" bars.
+    bars = read_bars(page)
+    assert [bar["now"] for bar in bars] == ["100", "100", "5", "5", "20", "10"]
+    assert bars[0]["value_text"] == "已达¥2,500，目标¥2,000"
+    page_width = page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= PHONE["width"]
+    page.screenshot(path=ARTIFACTS / "member_page_nested.png", full_page=True)
+
+    page.get_by_role("button", name="English").click()
+    page.wait_for_load_state()
+
+    assert page.get_by_role("heading", name="What keeps Gold").is_visible()
+    assert page.get_by_text("Meet at least 2 of these 3:", exact=True).is_visible()
+    assert page.get_by_text("You meet these, so you keep Gold.").is_visible()
+    page_width = page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= PHONE["width"]
+    page.screenshot(path=ARTIFACTS / "member_page_nested_en.png", full_page=True)
     context.close()
 
 

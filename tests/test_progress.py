@@ -1,12 +1,13 @@
 """Progress towards the next tier: bars, percentages and the words around them.
 
-Most tests build the explanation with the real TierRule.check() and unsaved
-model instances, so they run without a database. The last ones evaluate a
+Most tests build the explanation with the real Ladder.decide() over plain
+rule objects, so they run without a database. The last ones evaluate a
 member through explain_member() against the shared ladder fixture.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -15,12 +16,15 @@ from django.utils import timezone, translation
 
 from members.models import Member
 from tests.conftest import local, make_member, record
-from tiers.ladder import RequirementRule, TierRule
-from tiers.metrics import WindowSpec
+from tiers.ladder import GroupRule, Ladder, RequirementRule, TierRuleSet
+from tiers.metrics import KindCatalogue, WindowSpec
 from tiers.models import Tier
 from tiers.progress import (
     DEFAULT_COLOUR,
+    GroupProgress,
+    RequirementProgress,
     build_progress,
+    describe_group,
     describe_missing,
     describe_rule,
     describe_window,
@@ -36,68 +40,119 @@ ROLLING_365 = WindowSpec("rolling_days", 365)
 YEAR = WindowSpec("year_to_date")
 LIFETIME = WindowSpec("lifetime")
 
+
+def need(requirement_id: int, metric: str, window: WindowSpec, threshold: str):
+    return RequirementRule(requirement_id, metric, window, Decimal(threshold))
+
+
 # The same ladder as the `ladder` fixture in conftest.py, as plain rules.
-SILVER = TierRule(
+BRONZE = TierRuleSet(
+    id=1, name="Bronze", rank=0, colour="#a0522d", entry=None, retention=None
+)
+SILVER = TierRuleSet(
     id=2,
     name="Silver",
     rank=10,
     colour="#9ea7ad",
-    combine="all",
-    requirements=(RequirementRule(11, "net_spend", ROLLING_365, Decimal("1000")),),
+    entry=GroupRule(21, "all", None, (need(11, "net_spend", ROLLING_365, "1000"),)),
+    retention=None,
 )
-GOLD = TierRule(
+GOLD = TierRuleSet(
     id=3,
     name="Gold",
     rank=20,
     colour="#c9a227",
-    combine="all",
-    requirements=(
-        RequirementRule(12, "net_spend", ROLLING_365, Decimal("5000")),
-        RequirementRule(13, "orders", ROLLING_365, Decimal("6")),
+    entry=GroupRule(
+        22,
+        "all",
+        None,
+        (
+            need(12, "net_spend", ROLLING_365, "5000"),
+            need(13, "orders", ROLLING_365, "6"),
+        ),
     ),
+    retention=None,
 )
-PLATINUM = TierRule(
+PLATINUM = TierRuleSet(
     id=4,
     name="Platinum",
     rank=30,
     colour="#5b6f8a",
-    combine="any",
-    requirements=(
-        RequirementRule(14, "net_spend", LIFETIME, Decimal("50000")),
-        RequirementRule(15, "growth_value", LIFETIME, Decimal("99999")),
+    entry=GroupRule(
+        23,
+        "any",
+        None,
+        (
+            need(14, "net_spend", LIFETIME, "50000"),
+            need(15, "growth_value", LIFETIME, "99999"),
+        ),
     ),
+    retention=None,
 )
-COLOURS = {1: "#a0522d", 2: "#9ea7ad", 3: "#c9a227", 4: "#5b6f8a"}
 
 
-def explanation(metrics: dict[str, Decimal]) -> dict[str, object]:
+def make_ladder(*tiers: TierRuleSet) -> Ladder:
+    return Ladder(
+        version_id=1,
+        version_number=1,
+        policy="reevaluate",
+        effective_from=None,
+        tiers=tiers,
+        kinds=KindCatalogue({}),
+    )
+
+
+LADDER = make_ladder(BRONZE, SILVER, GOLD, PLATINUM)
+
+
+def explanation(
+    metrics: dict[str, Decimal],
+    current: TierRuleSet | None = None,
+    ladder: Ladder = LADDER,
+) -> dict[str, object]:
     """Build an explanation shaped like explain_member()'s, from raw metrics."""
+    chosen, checks, retention = ladder.decide(
+        metrics, AS_OF, current.id if current else None
+    )
     return {
         "as_of": AS_OF.isoformat(),
-        "tiers": [tier.check(metrics, AS_OF) for tier in (SILVER, GOLD, PLATINUM)],
+        "tier": chosen.id,
+        "tiers": checks,
+        "retention": retention,
+        "held_by_policy": "",
     }
 
 
-def member_in(rule: TierRule | None) -> Member:
+def member_in(rule: TierRuleSet | None) -> Member:
     """Return an unsaved member in the tier of ``rule``, or without a tier."""
     if rule is None:
         return Member(name="Wang Fang")
-    tier = Tier(
-        id=rule.id,
-        name=rule.name,
-        rank=rule.rank,
-        colour=rule.colour,
-        combine=rule.combine,
-    )
+    tier = Tier(id=rule.id, name=rule.name, rank=rule.rank, colour=rule.colour)
     return Member(name="Wang Fang", tier=tier, tier_since=local(2025, 1, 5, 10, 0))
 
 
-def metrics(spend: str = "0", orders: int = 0, lifetime_spend: str = "0", growth="0"):
+def progress_of(
+    current: TierRuleSet | None, metrics: dict[str, Decimal], ladder: Ladder = LADDER
+):
+    """Build the progress of a member in ``current`` the way member_progress does."""
+    return build_progress(
+        member_in(current), explanation(metrics, current, ladder), ladder, metrics
+    )
+
+
+def metrics(
+    spend: str = "0",
+    orders: int = 0,
+    lifetime_spend: str = "0",
+    growth="0",
+    visits: int = 0,
+):
     return {
         "net_spend__rolling_days_365": Decimal(spend),
         "orders__rolling_days_365": Decimal(orders),
         "net_spend__lifetime": Decimal(lifetime_spend),
         "growth_value__lifetime": Decimal(growth),
+        "visits__rolling_days_365": Decimal(visits),
     }
 
 
@@ -301,9 +356,34 @@ def test_rule_words_all_any_single():
             "To reach Gold, meet any one of these:"
         )
         assert describe_rule("Gold", "any", 1) == "To reach Gold:"
+        assert describe_rule("Gold", "at_least", 3, at_least=2) == (
+            "To reach Gold, meet at least 2 of these 3:"
+        )
+        # "At least 2" of one item can never be met, and the words show it.
+        assert describe_rule("Gold", "at_least", 1, at_least=2) == (
+            "To reach Gold, meet at least 2 of these 1:"
+        )
     with translation.override("zh-hans"):
         assert describe_rule("Gold", "all", 2) == "同时满足以下全部条件即可升级为Gold："
         assert describe_rule("Gold", "any", 2) == "满足以下任一条件即可升级为Gold："
+        assert describe_rule("Gold", "any", 1) == "升级为Gold需满足："
+        assert describe_rule("Gold", "at_least", 3, at_least=2) == (
+            "满足以下3项中的至少2项即可升级为Gold："
+        )
+
+
+def test_group_words_both_languages():
+    with translation.override("en"):
+        assert describe_group("all", 2) == "Meet all of these:"
+        assert describe_group("any", 2) == "Meet any one of these:"
+        assert describe_group("at_least", 3, 2) == "Meet at least 2 of these 3:"
+        assert describe_group("any", 1) == ""
+        assert describe_group("at_least", 1, 1) == ""
+        assert describe_group("at_least", 1, 2) == "Meet at least 2 of these 1:"
+    with translation.override("zh-hans"):
+        assert describe_group("all", 2) == "同时满足以下全部条件："
+        assert describe_group("any", 2) == "满足以下任一条件："
+        assert describe_group("at_least", 3, 2) == "满足以下3项中的至少2项："
 
 
 def test_text_colour_contrast():
@@ -322,12 +402,8 @@ def test_badge_rejects_unsafe_colour():
 
 
 def test_progress_silver_towards_gold():
-    member = member_in(SILVER)
-
     with translation.override("en"):
-        progress = build_progress(
-            member, explanation(metrics("1240", orders=2)), COLOURS
-        )
+        progress = progress_of(SILVER, metrics("1240", orders=2))
 
     assert progress.as_of == AS_OF
     assert progress.as_of_text == "14 Mar 2025"
@@ -335,6 +411,7 @@ def test_progress_silver_towards_gold():
     assert progress.current.name == "Silver"
     assert progress.current.colour == "#9ea7ad"
     assert progress.current.since_text == "5 Jan 2025"
+    assert progress.retention is None
 
     next_tier = progress.next_tier
     assert next_tier is not None
@@ -343,8 +420,12 @@ def test_progress_silver_towards_gold():
     assert next_tier.needs_all is True
     assert next_tier.reached is False
     assert next_tier.rule_text == "To reach Gold, meet all of these:"
+    assert next_tier.sentence == (
+        "net spend of at least ¥5,000 and at least 6 orders in the last 365 days"
+    )
 
     spend, orders = next_tier.requirements
+    assert spend.requirement_id == 12
     assert spend.metric == "net_spend"
     assert spend.label == "Net spend"
     assert spend.value == Decimal("1240")
@@ -366,11 +447,19 @@ def test_progress_silver_towards_gold():
     assert orders.missing_text == "4 more orders within the last 365 days"
 
 
+def test_progress_flat_rule_is_one_group():
+    progress = progress_of(SILVER, metrics("1240", orders=2))
+
+    rule = progress.next_tier.rule
+    assert isinstance(rule, GroupProgress)
+    assert rule.operator == "all"
+    assert rule.met is False
+    assert list(rule.items) == list(progress.next_tier.requirements)
+
+
 def test_progress_labels_in_chinese():
     with translation.override("zh-hans"):
-        progress = build_progress(
-            member_in(SILVER), explanation(metrics("1240", orders=2)), COLOURS
-        )
+        progress = progress_of(SILVER, metrics("1240", orders=2))
 
     spend, orders = progress.next_tier.requirements
     assert spend.label == "净消费"
@@ -378,14 +467,13 @@ def test_progress_labels_in_chinese():
     assert spend.missing_text == "近365天内还差净消费¥3,760"
     assert spend.progress_text == "已达¥1,240，目标¥5,000"
     assert progress.next_tier.rule_text == "同时满足以下全部条件即可升级为Gold："
+    assert progress.next_tier.sentence == "最近365天净消费满¥5,000，且订单不少于6笔"
     assert progress.current.since_text == "2025年1月5日"
 
 
 def test_progress_met_requirement():
     with translation.override("en"):
-        progress = build_progress(
-            member_in(SILVER), explanation(metrics("6200", orders=2)), COLOURS
-        )
+        progress = progress_of(SILVER, metrics("6200", orders=2))
 
     spend, orders = progress.next_tier.requirements
     assert spend.met is True
@@ -397,9 +485,7 @@ def test_progress_met_requirement():
 
 
 def test_progress_top_tier_has_no_next():
-    progress = build_progress(
-        member_in(PLATINUM), explanation(metrics("60000", 9, "60000")), COLOURS
-    )
+    progress = progress_of(PLATINUM, metrics("60000", 9, "60000"))
 
     assert progress.current.name == "Platinum"
     assert progress.next_tier is None
@@ -407,10 +493,8 @@ def test_progress_top_tier_has_no_next():
 
 def test_progress_any_tier_above_gold():
     with translation.override("en"):
-        progress = build_progress(
-            member_in(GOLD),
-            explanation(metrics("6000", 7, lifetime_spend="20000", growth="150")),
-            COLOURS,
+        progress = progress_of(
+            GOLD, metrics("6000", 7, lifetime_spend="20000", growth="150")
         )
 
     next_tier = progress.next_tier
@@ -418,6 +502,9 @@ def test_progress_any_tier_above_gold():
     assert next_tier.combine == "any"
     assert next_tier.needs_all is False
     assert next_tier.rule_text == "To reach Platinum, meet any one of these:"
+    assert next_tier.sentence == (
+        "net spend of at least ¥50,000 or growth value of at least 99,999 in total"
+    )
     spend, growth = next_tier.requirements
     assert spend.percent == 40
     assert spend.missing_text == "¥30,000 more net spend in total"
@@ -426,10 +513,8 @@ def test_progress_any_tier_above_gold():
 
 
 def test_progress_any_reached_by_one():
-    progress = build_progress(
-        member_in(GOLD),
-        explanation(metrics("6000", 7, lifetime_spend="20000", growth="100000")),
-        COLOURS,
+    progress = progress_of(
+        GOLD, metrics("6000", 7, lifetime_spend="20000", growth="100000")
     )
 
     assert progress.next_tier.reached is True
@@ -437,29 +522,265 @@ def test_progress_any_reached_by_one():
 
 
 def test_progress_all_reached_before_evaluation():
-    progress = build_progress(
-        member_in(SILVER), explanation(metrics("5000", orders=6)), COLOURS
-    )
+    progress = progress_of(SILVER, metrics("5000", orders=6))
 
     assert progress.next_tier.badge.name == "Gold"
     assert progress.next_tier.reached is True
 
 
 def test_progress_member_without_tier():
-    progress = build_progress(member_in(None), explanation(metrics("200")), COLOURS)
+    progress = progress_of(None, metrics("200"))
 
     assert progress.current is None
+    assert progress.retention is None
     assert progress.next_tier.badge.name == "Silver"
     (spend,) = progress.next_tier.requirements
     assert spend.percent == 20
 
 
 def test_progress_unknown_colour_falls_back():
-    progress = build_progress(
-        member_in(SILVER), explanation(metrics("1240", 2)), colours={}
-    )
+    odd_gold = dataclasses.replace(GOLD, colour="gold;background:url(x)")
+    ladder = make_ladder(BRONZE, SILVER, odd_gold, PLATINUM)
+
+    progress = progress_of(SILVER, metrics("1240", 2), ladder)
 
     assert progress.next_tier.badge.colour == DEFAULT_COLOUR
+
+
+# Nested groups and "at least N of"
+
+# Gold by spending (¥5,000 and 6 orders in 365 days) or by lifetime growth
+# value of 8,000.
+NESTED_GOLD = dataclasses.replace(
+    GOLD,
+    entry=GroupRule(
+        30,
+        "any",
+        None,
+        (
+            GOLD.entry,
+            need(16, "growth_value", LIFETIME, "8000"),
+        ),
+    ),
+)
+NESTED_LADDER = make_ladder(BRONZE, SILVER, NESTED_GOLD, PLATINUM)
+
+# Gold for two of: ¥5,000 spent, 6 orders, 4 visits, all in 365 days.
+TWO_OF_THREE_GOLD = dataclasses.replace(
+    GOLD,
+    entry=GroupRule(
+        31,
+        "at_least",
+        2,
+        (
+            need(12, "net_spend", ROLLING_365, "5000"),
+            need(13, "orders", ROLLING_365, "6"),
+            need(17, "visits", ROLLING_365, "4"),
+        ),
+    ),
+)
+TWO_OF_THREE_LADDER = make_ladder(BRONZE, SILVER, TWO_OF_THREE_GOLD, PLATINUM)
+
+
+def test_progress_nested_group_keeps_tree():
+    with translation.override("en"):
+        progress = progress_of(
+            SILVER, metrics("1240", orders=2, growth="2000"), NESTED_LADDER
+        )
+
+    next_tier = progress.next_tier
+    assert next_tier.combine == "any"
+    assert next_tier.rule_text == "To reach Gold, meet any one of these:"
+    assert next_tier.sentence == (
+        "(net spend of at least ¥5,000 and at least 6 orders in the last 365 days)"
+        " or growth value of at least 8,000 in total"
+    )
+    spending, growth = next_tier.rule.items
+    assert isinstance(spending, GroupProgress)
+    assert spending.operator == "all"
+    assert spending.heading == "Meet all of these:"
+    assert spending.met is False
+    assert [bar.metric for bar in spending.items] == ["net_spend", "orders"]
+    assert isinstance(growth, RequirementProgress)
+    assert growth.percent == 25
+    assert growth.missing_text == "6,000 more points of growth value in total"
+
+
+def test_progress_nested_bars_for_every_leaf():
+    progress = progress_of(
+        SILVER, metrics("1240", orders=2, growth="2000"), NESTED_LADDER
+    )
+
+    bars = progress.next_tier.requirements
+    assert [bar.requirement_id for bar in bars] == [12, 13, 16]
+    assert [bar.percent for bar in bars] == [24, 33, 25]
+
+
+def test_progress_nested_group_met_reaches():
+    progress = progress_of(SILVER, metrics("5000", orders=6), NESTED_LADDER)
+
+    spending, growth = progress.next_tier.rule.items
+    assert spending.met is True
+    assert growth.met is False
+    assert progress.next_tier.reached is True
+
+
+def test_progress_nested_in_chinese():
+    with translation.override("zh-hans"):
+        progress = progress_of(SILVER, metrics("1240", orders=2), NESTED_LADDER)
+
+    assert progress.next_tier.sentence == (
+        "(最近365天净消费满¥5,000且订单不少于6笔)或累计成长值满8,000"
+    )
+    assert progress.next_tier.rule.items[0].heading == "同时满足以下全部条件："
+
+
+def test_progress_at_least_words():
+    with translation.override("en"):
+        progress = progress_of(SILVER, metrics("1240", orders=2), TWO_OF_THREE_LADDER)
+
+    next_tier = progress.next_tier
+    assert next_tier.combine == "at_least"
+    assert next_tier.at_least == 2
+    assert next_tier.needs_all is False
+    assert next_tier.rule_text == "To reach Gold, meet at least 2 of these 3:"
+    assert next_tier.sentence == (
+        "at least 2 of these 3: net spend of at least ¥5,000 in the last 365 days; "
+        "at least 6 orders in the last 365 days; "
+        "at least 4 visits in the last 365 days"
+    )
+    assert len(next_tier.requirements) == 3
+
+
+def test_progress_at_least_reached_by_two():
+    one_met = progress_of(SILVER, metrics("6000", orders=2), TWO_OF_THREE_LADDER)
+    two_met = progress_of(
+        SILVER, metrics("6000", orders=2, visits=4), TWO_OF_THREE_LADDER
+    )
+
+    assert one_met.next_tier.reached is False
+    assert two_met.next_tier.reached is True
+    assert [bar.met for bar in two_met.next_tier.requirements] == [True, False, True]
+
+
+# Retention (保级)
+
+# Gold is kept with ¥2,000 and 2 visits in 365 days, less than it takes to
+# enter, but visits are not part of entry.
+KEPT_GOLD = dataclasses.replace(
+    GOLD,
+    retention=GroupRule(
+        32,
+        "all",
+        None,
+        (
+            need(18, "net_spend", ROLLING_365, "2000"),
+            need(19, "visits", ROLLING_365, "2"),
+        ),
+    ),
+)
+RETENTION_LADDER = make_ladder(BRONZE, SILVER, KEPT_GOLD, PLATINUM)
+
+
+def test_retention_shown_with_rule():
+    with translation.override("en"):
+        progress = progress_of(
+            KEPT_GOLD, metrics("6000", orders=7, visits=2), RETENTION_LADDER
+        )
+
+    retention = progress.retention
+    assert retention is not None
+    assert retention.heading == "What keeps Gold"
+    assert retention.sentence == (
+        "net spend of at least ¥2,000 and at least 2 visits in the last 365 days"
+    )
+    assert retention.rule.heading == "Meet all of these:"
+    assert [bar.metric for bar in retention.requirements] == ["net_spend", "visits"]
+    assert [bar.percent for bar in retention.requirements] == [100, 100]
+
+
+def test_retention_checked_from_ladder():
+    # Entry still holds, so evaluation checked no retention rules and the
+    # progress checks them itself.
+    with translation.override("en"):
+        entry_and_retention = progress_of(
+            KEPT_GOLD, metrics("6000", orders=7, visits=2), RETENTION_LADDER
+        )
+        entry_only = progress_of(
+            KEPT_GOLD, metrics("6000", orders=7, visits=0), RETENTION_LADDER
+        )
+
+    assert entry_and_retention.retention.met is True
+    assert entry_and_retention.retention.entry_met is True
+    assert entry_and_retention.retention.status_text == (
+        "You meet these, so you keep Gold."
+    )
+    assert entry_only.retention.met is False
+    assert entry_only.retention.entry_met is True
+
+
+def test_retention_kept_by_entry_words():
+    with translation.override("en"):
+        progress = progress_of(
+            KEPT_GOLD, metrics("6000", orders=7, visits=0), RETENTION_LADDER
+        )
+
+    assert progress.retention.status_text == (
+        "You meet the requirements to reach Gold, so you keep it."
+    )
+
+
+def test_retention_from_explanation_when_present():
+    below_entry = metrics("2500", orders=1, visits=2)
+    checked = explanation(below_entry, KEPT_GOLD, RETENTION_LADDER)
+    assert checked["retention"] is not None
+
+    # No metrics: a met check can only come from the explanation.
+    progress = build_progress(member_in(KEPT_GOLD), checked, RETENTION_LADDER, {})
+
+    assert progress.retention.met is True
+    assert progress.retention.entry_met is False
+    assert [bar.value for bar in progress.retention.requirements] == [
+        Decimal("2500"),
+        Decimal("2"),
+    ]
+
+
+def test_retention_not_met_words_both_languages():
+    falling = metrics("100", orders=1)
+
+    with translation.override("en"):
+        english = progress_of(KEPT_GOLD, falling, RETENTION_LADDER).retention
+    with translation.override("zh-hans"):
+        chinese = progress_of(KEPT_GOLD, falling, RETENTION_LADDER).retention
+
+    assert english.met is False
+    assert english.entry_met is False
+    assert english.status_text == (
+        "Not met yet. Meet these by the next evaluation to keep Gold."
+    )
+    assert chinese.heading == "Gold保级条件"
+    assert chinese.sentence == "最近365天净消费满¥2,000，且到店不少于2次"
+    assert chinese.status_text == (
+        "尚未满足。请在下次评定前达成以下条件，以保持Gold等级。"
+    )
+
+
+def test_retention_absent_without_own_rules():
+    progress = progress_of(GOLD, metrics("6000", orders=7), LADDER)
+
+    assert progress.retention is None
+
+
+def test_retention_ignored_for_base_tier():
+    kept_bronze = dataclasses.replace(
+        BRONZE, retention=GroupRule(33, "all", None, (need(20, "visits", YEAR, "1"),))
+    )
+    ladder = make_ladder(kept_bronze, SILVER, GOLD, PLATINUM)
+
+    progress = progress_of(kept_bronze, metrics(), ladder)
+
+    assert progress.retention is None
 
 
 @pytest.fixture
@@ -483,6 +804,9 @@ def test_member_progress_from_ledger(wang):
     assert progress.current.name == "Silver"
     assert progress.next_tier.badge.name == "Gold"
     assert progress.next_tier.badge.colour == "#c9a227"
+    assert progress.next_tier.sentence == (
+        "net spend of at least ¥5,000 and at least 6 orders in the last 365 days"
+    )
     spend, orders = progress.next_tier.requirements
     assert spend.value == Decimal("1240")
     assert spend.percent == 24
@@ -495,7 +819,8 @@ def test_member_progress_from_ledger(wang):
 def test_member_progress_query_count(wang, django_assert_num_queries):
     wang = Member.objects.select_related("tier").get(pk=wang.pk)
 
-    # Tiers, their requirements, activity kinds, the metrics aggregate, and
-    # the tier colours.
-    with django_assert_num_queries(5):
+    # Seven queries: the version in effect, its rule groups, requirements,
+    # tier rules joined with tiers, activity kinds and growth value weights,
+    # then the metrics aggregate. Tier colours come with the tier rules.
+    with django_assert_num_queries(7):
         member_progress(wang)

@@ -17,12 +17,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from members.models import Activity, Member
-from tiers.ladder import Ladder, TierRule
+from tiers.ladder import Ladder, TierRuleSet
 from tiers.metrics import compute_metrics
-from tiers.models import TierChange
+from tiers.models import RuleVersion, TierChange
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,10 @@ logger = logging.getLogger(__name__)
 class MemberEvaluation:
     member_id: int
     previous_tier_id: int | None
-    tier: TierRule
+    tier: TierRuleSet
     metrics: dict[str, Decimal]
-    explanation: dict[str, object]
+    # Built for changed members and explain_member(); None otherwise.
+    explanation: dict[str, object] | None
 
     @property
     def changed(self) -> bool:
@@ -57,43 +59,115 @@ class EvaluationSummary:
 def _explanation(
     ladder: Ladder,
     previous_tier_id: int | None,
-    tier: TierRule,
+    tier: TierRuleSet,
     checks: list[dict[str, object]],
+    retention: dict[str, object] | None,
+    held_by_policy: str,
     as_of: dt.datetime,
 ) -> dict[str, object]:
     previous = ladder.by_id(previous_tier_id)
     return {
         "as_of": as_of.isoformat(),
+        "version": ladder.version_number,
+        "version_id": ladder.version_id,
+        "policy": ladder.policy,
         "from_tier": previous.name if previous else None,
         "tier": tier.id,
         "tier_name": tier.name,
         "tiers": checks,
+        "retention": retention,
+        "held_by_policy": held_by_policy,
     }
+
+
+MemberRow = tuple[int, "int | None", "dt.datetime | None"]
+
+
+def _members_with_new_activity(member_ids: list[int], since: dt.datetime) -> set[int]:
+    return set(
+        Activity.objects.filter(member_id__in=member_ids, recorded_at__gte=since)
+        .order_by()
+        .values_list("member_id", flat=True)
+        .distinct()
+    )
+
+
+def _hold_by_policy(
+    ladder: Ladder,
+    decided: TierRuleSet,
+    previous_tier_id: int | None,
+    tier_since: dt.datetime | None,
+    has_new_activity: bool,
+) -> tuple[TierRuleSet, str]:
+    """Apply the version's publish policy to a decision; return the tier and why.
+
+    "new_activity" keeps a placed member's tier until activity is recorded
+    after the version took effect. "grandfather" never lowers a tier that was
+    reached before the version took effect.
+    """
+    previous = ladder.by_id(previous_tier_id)
+    if previous is None or ladder.effective_from is None:
+        return decided, ""
+    if ladder.policy == RuleVersion.Policy.NEW_ACTIVITY and not has_new_activity:
+        return previous, RuleVersion.Policy.NEW_ACTIVITY
+    placed_before = tier_since is not None and tier_since < ladder.effective_from
+    if (
+        ladder.policy == RuleVersion.Policy.GRANDFATHER
+        and placed_before
+        and previous.rank > decided.rank
+    ):
+        # TODO: end grandfathering at each member's review date once tiers
+        # have review periods; until then it lasts until the next publish.
+        return previous, RuleVersion.Policy.GRANDFATHER
+    return decided, ""
 
 
 def _evaluate_chunk(
     ladder: Ladder,
-    members: Sequence[tuple[int, int | None]],
-    activities: Iterable[Activity] | None,
+    members: Sequence[MemberRow],
+    activities: QuerySet[Activity] | None,
     as_of: dt.datetime,
+    *,
+    explain_all: bool = False,
 ) -> list[MemberEvaluation]:
-    member_ids = [member_id for member_id, _ in members]
-    if activities is None:
-        ledger = Activity.objects.filter(member_id__in=member_ids)
-    else:
-        ledger = activities  # type: ignore[assignment]
-    metrics_by_member = compute_metrics(ledger, ladder.specs, ladder.kinds, as_of)  # type: ignore[arg-type]
+    member_ids = [member_id for member_id, _, _ in members]
+    ledger = (
+        activities
+        if activities is not None
+        else Activity.objects.filter(member_id__in=member_ids)
+    )
+    metrics_by_member = compute_metrics(ledger, ladder.specs, ladder.kinds, as_of)
+    with_new_activity: set[int] = set()
+    if ladder.policy == RuleVersion.Policy.NEW_ACTIVITY and ladder.effective_from:
+        with_new_activity = _members_with_new_activity(
+            member_ids, ladder.effective_from
+        )
     evaluations = []
-    for member_id, previous_tier_id in members:
+    for member_id, previous_tier_id, tier_since in members:
         metrics = metrics_by_member.get(member_id, {})
-        tier, checks = ladder.decide(metrics, as_of)
+        decided, _ = ladder.choose(metrics, previous_tier_id)
+        tier, held_by = _hold_by_policy(
+            ladder,
+            decided,
+            previous_tier_id,
+            tier_since,
+            member_id in with_new_activity,
+        )
+        explanation = None
+        # Explaining costs more than deciding, so only changes (which are
+        # stored) and explicit requests build the full explanation.
+        if explain_all or tier.id != previous_tier_id:
+            _, checks, retention = ladder.decide(metrics, as_of, previous_tier_id)
+            explanation = _explanation(
+                ladder, previous_tier_id, tier, checks, retention, held_by, as_of
+            )
         evaluations.append(
             MemberEvaluation(
                 member_id=member_id,
                 previous_tier_id=previous_tier_id,
                 tier=tier,
                 metrics=metrics,
-                explanation=_explanation(ladder, previous_tier_id, tier, checks, as_of),
+                explanation=explanation,
             )
         )
     return evaluations
@@ -132,7 +206,8 @@ def _apply(
                 changed_at=now,
                 as_of=as_of,
                 reason=reason,
-                explanation=evaluation.explanation,
+                explanation=evaluation.explanation or {},
+                version_id=ladder.version_id,
             )
         )
     with transaction.atomic():
@@ -146,15 +221,16 @@ def _apply(
 
 def _member_chunks(
     member_ids: Iterable[int] | None, chunk_size: int
-) -> Iterator[tuple[list[tuple[int, int | None]], bool]]:
-    """Yield chunks of (member id, tier id), and whether the chunk is a pk range."""
+) -> Iterator[tuple[list[MemberRow], bool]]:
+    """Yield chunks of (member id, tier id, tier since), and whether the chunk
+    is a pk range."""
     if member_ids is None:
         last_pk = 0
         while True:
-            chunk: list[tuple[int, int | None]] = list(
+            chunk: list[MemberRow] = list(
                 Member.objects.filter(pk__gt=last_pk)
                 .order_by("pk")
-                .values_list("pk", "tier_id")[:chunk_size]
+                .values_list("pk", "tier_id", "tier_since")[:chunk_size]
             )
             if not chunk:
                 return
@@ -167,9 +243,27 @@ def _member_chunks(
             chunk = list(
                 Member.objects.filter(pk__in=part)
                 .order_by("pk")
-                .values_list("pk", "tier_id")
+                .values_list("pk", "tier_id", "tier_since")
             )
             yield chunk, False
+
+
+def iter_evaluations(
+    ladder: Ladder,
+    member_ids: Iterable[int] | None = None,
+    *,
+    as_of: dt.datetime,
+    chunk_size: int | None = None,
+) -> Iterator[list[MemberEvaluation]]:
+    """Yield the evaluations of members chunk by chunk, writing nothing."""
+    chunk_size = chunk_size or settings.CRM_EVALUATION_CHUNK_SIZE
+    for members, is_range in _member_chunks(member_ids, chunk_size):
+        activities = None
+        if is_range:
+            activities = Activity.objects.filter(
+                member_id__gte=members[0][0], member_id__lte=members[-1][0]
+            )
+        yield _evaluate_chunk(ladder, members, activities, as_of)
 
 
 def evaluate(
@@ -180,32 +274,30 @@ def evaluate(
     chunk_size: int | None = None,
     ladder: Ladder | None = None,
 ) -> tuple[EvaluationSummary, list[MemberEvaluation]]:
-    """Evaluate members against the ladder as of ``as_of`` (default: now).
+    """Evaluate members as of ``as_of`` (default: now) and record tier changes.
 
-    ``member_ids=None`` evaluates every member. With ``commit=False`` nothing
-    is written and every evaluation is returned; with ``commit=True`` only
-    the evaluations that changed a tier are returned, to keep memory flat.
+    ``member_ids=None`` evaluates every member. The rules are those of the
+    version in effect at ``as_of`` unless ``ladder`` is given. With
+    ``commit=False`` nothing is written and every evaluation is returned;
+    with ``commit=True`` only the evaluations that changed a tier are
+    returned, to keep memory flat.
     """
     as_of = as_of or timezone.now()
     if timezone.is_naive(as_of):
         raise ValueError("as_of must be an aware datetime.")
-    chunk_size = chunk_size or settings.CRM_EVALUATION_CHUNK_SIZE
-    ladder = ladder or Ladder.load()
+    ladder = ladder or Ladder.load(as_of=as_of)
     summary = EvaluationSummary(as_of=as_of)
     kept: list[MemberEvaluation] = []
     logger.info(
-        "evaluation started as_of=%s scope=%s commit=%s",
+        "evaluation started as_of=%s version=%d scope=%s commit=%s",
         as_of.isoformat(),
+        ladder.version_number,
         "all" if member_ids is None else "set",
         commit,
     )
-    for members, is_range in _member_chunks(member_ids, chunk_size):
-        activities = None
-        if is_range:
-            activities = Activity.objects.filter(
-                member_id__gte=members[0][0], member_id__lte=members[-1][0]
-            )
-        evaluations = _evaluate_chunk(ladder, members, activities, as_of)
+    for evaluations in iter_evaluations(
+        ladder, member_ids, as_of=as_of, chunk_size=chunk_size
+    ):
         summary.evaluated += len(evaluations)
         for evaluation in evaluations:
             summary.tier_counts[evaluation.tier.name] += 1
@@ -230,12 +322,13 @@ def evaluate(
 
 
 def explain_member(
-    member: Member, as_of: dt.datetime | None = None
+    member: Member, as_of: dt.datetime | None = None, ladder: Ladder | None = None
 ) -> MemberEvaluation:
     """Evaluate one member without writing anything, for pages and support staff."""
     as_of = as_of or timezone.now()
-    ladder = Ladder.load()
-    (evaluation,) = _evaluate_chunk(ladder, [(member.pk, member.tier_id)], None, as_of)
+    ladder = ladder or Ladder.load(as_of=as_of)
+    row: MemberRow = (member.pk, member.tier_id, member.tier_since)
+    (evaluation,) = _evaluate_chunk(ladder, [row], None, as_of, explain_all=True)
     return evaluation
 
 

@@ -1,17 +1,23 @@
-"""The tier ladder loaded into plain immutable objects for evaluation."""
+"""A rule version loaded into plain immutable objects for evaluation."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from tiers.metrics import KindCatalogue, MetricSpec, WindowSpec
-from tiers.models import Tier
+from django.conf import settings
+from django.utils import timezone
+
+from tiers.metrics import ZERO, KindCatalogue, MetricSpec, WindowSpec
+from tiers.models import Requirement, RuleGroup, RuleVersion, TierRule
 
 
 class LadderError(Exception):
-    """Raised when the ladder cannot be evaluated, e.g. no tiers are defined."""
+    """Raised when the rules cannot be evaluated, e.g. nothing is published."""
 
 
 @dataclass(frozen=True)
@@ -21,77 +27,162 @@ class RequirementRule:
     window: WindowSpec
     threshold: Decimal
 
-    @property
+    @functools.cached_property
     def spec(self) -> MetricSpec:
         return MetricSpec(self.metric, self.window)
 
+    @functools.cached_property
+    def key(self) -> str:
+        return self.spec.key
+
+    def holds(self, metrics: dict[str, Decimal]) -> bool:
+        return metrics.get(self.key, ZERO) >= self.threshold
+
+    def check(self, metrics: dict[str, Decimal], as_of: dt.datetime) -> dict[str, Any]:
+        value = metrics.get(self.key, ZERO)
+        start, end = _window_text(self.window, as_of, settings.TIME_ZONE)
+        return {
+            "requirement": self.id,
+            "metric": self.metric,
+            "window": self.window.kind,
+            "days": self.window.days,
+            "start": start,
+            "end": end,
+            "value": str(value),
+            "threshold": str(self.threshold),
+            "met": value >= self.threshold,
+        }
+
+
+@functools.lru_cache(maxsize=256)
+def _window_text(
+    window: WindowSpec, as_of: dt.datetime, zone_name: str = ""
+) -> tuple[str | None, str]:
+    start, end = window.bounds(as_of)
+    return (start.isoformat() if start else None), end.isoformat()
+
 
 @dataclass(frozen=True)
-class TierRule:
+class GroupRule:
+    """All, any or at least N of its items, each a requirement or a subgroup."""
+
+    id: int
+    operator: str
+    at_least: int | None
+    items: tuple[RequirementRule | GroupRule, ...]
+
+    def holds(self, metrics: dict[str, Decimal]) -> bool:
+        """Return whether the group is met, without building an explanation."""
+        held = sum(1 for item in self.items if item.holds(metrics))
+        if self.operator == RuleGroup.Operator.ANY:
+            return held >= 1
+        if self.operator == RuleGroup.Operator.AT_LEAST:
+            return held >= (self.at_least or 0)
+        return held == len(self.items)
+
+    def leaves(self) -> Iterator[RequirementRule]:
+        for item in self.items:
+            if isinstance(item, GroupRule):
+                yield from item.leaves()
+            else:
+                yield item
+
+    def check(self, metrics: dict[str, Decimal], as_of: dt.datetime) -> dict[str, Any]:
+        items = [item.check(metrics, as_of) for item in self.items]
+        held = sum(1 for item in items if item["met"])
+        if self.operator == RuleGroup.Operator.ANY:
+            met = held >= 1
+        elif self.operator == RuleGroup.Operator.AT_LEAST:
+            met = held >= (self.at_least or 0)
+        else:
+            met = held == len(items)
+        return {
+            "group": self.id,
+            "operator": self.operator,
+            "at_least": self.at_least,
+            "met": met,
+            "items": items,
+        }
+
+
+def _flatten(node: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for item in node["items"]:
+        rows.extend(_flatten(item) if "items" in item else [item])
+    return rows
+
+
+@dataclass(frozen=True)
+class TierRuleSet:
+    """One tier in a version: its identity and its entry and retention rules."""
+
     id: int
     name: str
     rank: int
     colour: str
-    combine: str
-    requirements: tuple[RequirementRule, ...]
+    entry: GroupRule | None
+    retention: GroupRule | None
+
+    def holds(self, metrics: dict[str, Decimal], *, retention: bool = False) -> bool:
+        group = (self.retention or self.entry) if retention else self.entry
+        return group.holds(metrics) if group else True
 
     def check(
-        self, metrics: dict[str, Decimal], as_of: dt.datetime
-    ) -> dict[str, object]:
-        """Return the explanation of this tier for one member's metrics."""
-        rows = []
-        for requirement in self.requirements:
-            value = metrics.get(requirement.spec.key, Decimal(0))
-            start, end = requirement.window.bounds(as_of)
-            rows.append(
-                {
-                    "requirement": requirement.id,
-                    "metric": requirement.metric,
-                    "window": requirement.window.kind,
-                    "days": requirement.window.days,
-                    "start": start.isoformat() if start else None,
-                    "end": end.isoformat(),
-                    "value": str(value),
-                    "threshold": str(requirement.threshold),
-                    "met": value >= requirement.threshold,
-                }
-            )
-        if not rows:
-            reached = True
-        elif self.combine == Tier.Combine.ANY:
-            reached = any(row["met"] for row in rows)
-        else:
-            reached = all(row["met"] for row in rows)
+        self,
+        metrics: dict[str, Decimal],
+        as_of: dt.datetime,
+        *,
+        retention: bool = False,
+    ) -> dict[str, Any]:
+        """Return this tier's explanation: the rule tree and its flattened requirements.
+
+        With ``retention`` the retention rules are checked, falling back to the
+        entry rules when the tier has none. A tier without rules always holds.
+        """
+        group = (self.retention or self.entry) if retention else self.entry
+        tree = group.check(metrics, as_of) if group else None
         return {
             "tier": self.id,
             "name": self.name,
             "rank": self.rank,
-            "combine": self.combine,
-            "reached": reached,
-            "requirements": rows,
+            "purpose": "retention" if retention else "entry",
+            "combine": group.operator if group else RuleGroup.Operator.ALL,
+            "at_least": group.at_least if group else None,
+            "reached": tree["met"] if tree else True,
+            "rule": tree,
+            "requirements": _flatten(tree) if tree else [],
         }
 
 
 @dataclass(frozen=True)
 class Ladder:
-    tiers: tuple[TierRule, ...]  # ordered by rank, base first
+    version_id: int
+    version_number: int
+    policy: str
+    effective_from: dt.datetime | None
+    tiers: tuple[TierRuleSet, ...]  # ordered by rank, base first
     kinds: KindCatalogue
 
     @property
-    def base(self) -> TierRule:
+    def base(self) -> TierRuleSet:
         return self.tiers[0]
 
     @property
     def specs(self) -> set[MetricSpec]:
-        return {r.spec for tier in self.tiers[1:] for r in tier.requirements}
+        specs: set[MetricSpec] = set()
+        for tier in self.tiers:
+            for group in (tier.entry, tier.retention):
+                if group is not None:
+                    specs.update(leaf.spec for leaf in group.leaves())
+        return specs
 
-    def by_id(self, tier_id: int | None) -> TierRule | None:
+    def by_id(self, tier_id: int | None) -> TierRuleSet | None:
         for tier in self.tiers:
             if tier.id == tier_id:
                 return tier
         return None
 
-    def above(self, tier_id: int | None) -> TierRule | None:
+    def above(self, tier_id: int | None) -> TierRuleSet | None:
         """Return the next tier up from ``tier_id``, or the base for no tier."""
         current = self.by_id(tier_id)
         if current is None:
@@ -99,46 +190,117 @@ class Ladder:
         higher = [tier for tier in self.tiers if tier.rank > current.rank]
         return higher[0] if higher else None
 
-    def decide(
-        self, metrics: dict[str, Decimal], as_of: dt.datetime
-    ) -> tuple[TierRule, list[dict[str, object]]]:
-        """Pick the highest tier whose requirements hold, with every tier's check.
+    def choose(
+        self, metrics: dict[str, Decimal], current_tier_id: int | None = None
+    ) -> tuple[TierRuleSet, bool]:
+        """Pick the member's tier and whether retention kept it, without explaining.
 
-        The base tier has no requirements that count: every member holds it.
+        The highest tier whose entry rules hold wins. A member already in a
+        higher tier keeps it while that tier's retention rules hold (保级).
+        """
+        chosen = self.base
+        for tier in self.tiers[1:]:
+            if tier.holds(metrics):
+                chosen = tier
+        current = self.by_id(current_tier_id)
+        if current is not None and current.rank > chosen.rank:
+            if current.holds(metrics, retention=True):
+                return current, True
+        return chosen, False
+
+    def decide(
+        self,
+        metrics: dict[str, Decimal],
+        as_of: dt.datetime,
+        current_tier_id: int | None = None,
+    ) -> tuple[TierRuleSet, list[dict[str, Any]], dict[str, Any] | None]:
+        """Pick the member's tier, with every tier's entry check.
+
+        The highest tier whose entry rules hold wins. A member already in a
+        higher tier keeps it while that tier's retention rules hold (保级), so
+        the retention check, when one was needed, is returned too.
         """
         checks = [tier.check(metrics, as_of) for tier in self.tiers[1:]]
         chosen = self.base
         for tier, check in zip(self.tiers[1:], checks, strict=True):
             if check["reached"]:
                 chosen = tier
-        return chosen, checks
+        retention_check = None
+        current = self.by_id(current_tier_id)
+        if current is not None and current.rank > chosen.rank:
+            retention_check = current.check(metrics, as_of, retention=True)
+            if retention_check["reached"]:
+                chosen = current
+        return chosen, checks, retention_check
 
     @classmethod
-    def load(cls) -> Ladder:
-        """Load tiers, requirements and activity kinds (three queries)."""
-        tiers = []
-        for tier in Tier.objects.prefetch_related("requirements").order_by("rank"):
-            requirements = tuple(
-                RequirementRule(
-                    id=r.pk,
-                    metric=r.metric,
-                    window=WindowSpec(r.window, r.window_days),
-                    threshold=r.threshold,
-                )
-                for r in sorted(tier.requirements.all(), key=lambda r: r.pk)
+    def load(
+        cls, version: RuleVersion | None = None, as_of: dt.datetime | None = None
+    ) -> Ladder:
+        """Load ``version``, or the version in effect at ``as_of`` (default now)."""
+        if version is None:
+            version = RuleVersion.objects.in_effect(as_of or timezone.now())
+        if version is None:
+            raise LadderError(
+                "No published rule version is in effect. Publish a version in "
+                "the admin under Rule versions."
             )
+        groups = {g.pk: g for g in RuleGroup.objects.filter(version=version)}
+        requirements_by_group: dict[int, list[Any]] = {}
+        children_by_group: dict[int, list[RuleGroup]] = {}
+        for group in groups.values():
+            if group.parent_id is not None:
+                children_by_group.setdefault(group.parent_id, []).append(group)
+        for requirement in Requirement.objects.filter(group__version=version):
+            requirements_by_group.setdefault(requirement.group_id, []).append(
+                requirement
+            )
+
+        def build(group: RuleGroup) -> GroupRule:
+            entries: list[tuple[int, int, RequirementRule | GroupRule]] = []
+            for requirement in requirements_by_group.get(group.pk, []):
+                rule = RequirementRule(
+                    id=requirement.pk,
+                    metric=requirement.metric,
+                    window=WindowSpec(requirement.window, requirement.window_days),
+                    threshold=requirement.threshold,
+                )
+                entries.append((requirement.position, requirement.pk, rule))
+            for child in children_by_group.get(group.pk, []):
+                entries.append((child.position, child.pk, build(child)))
+            entries.sort(key=lambda entry: (entry[0], entry[1]))
+            return GroupRule(
+                id=group.pk,
+                operator=group.operator,
+                at_least=group.at_least,
+                items=tuple(entry[2] for entry in entries),
+            )
+
+        tiers = []
+        rules = TierRule.objects.filter(version=version).select_related("tier")
+        for rule in sorted(rules, key=lambda r: r.tier.rank):
             tiers.append(
-                TierRule(
-                    id=tier.pk,
-                    name=tier.name,
-                    rank=tier.rank,
-                    colour=tier.colour,
-                    combine=tier.combine,
-                    requirements=requirements,
+                TierRuleSet(
+                    id=rule.tier_id,
+                    name=rule.tier.name,
+                    rank=rule.tier.rank,
+                    colour=rule.tier.colour,
+                    entry=build(groups[rule.entry_id]) if rule.entry_id else None,
+                    retention=build(groups[rule.retention_id])
+                    if rule.retention_id
+                    else None,
                 )
             )
         if not tiers:
             raise LadderError(
-                "No tiers are defined. Add at least a base tier in the admin under Tiers."
+                f"Rule version {version.number} has no tiers. Add tier rules to it "
+                "in the admin."
             )
-        return cls(tuple(tiers), KindCatalogue.load())
+        return cls(
+            version_id=version.pk,
+            version_number=version.number,
+            policy=version.policy,
+            effective_from=version.effective_from,
+            tiers=tuple(tiers),
+            kinds=KindCatalogue.load(version.pk),
+        )

@@ -9,14 +9,15 @@ number of members or requirements.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import (
-    Case,
     Count,
     DecimalField,
     F,
@@ -24,7 +25,6 @@ from django.db.models import (
     QuerySet,
     Sum,
     Value,
-    When,
 )
 from django.db.models.functions import Coalesce, TruncDate
 
@@ -55,19 +55,28 @@ class WindowSpec:
         Windows start at midnight in the program's time zone: "last 30 days"
         on 15 March covers 15 March and the 29 days before it.
         """
-        zone = program_zone()
-        local_day = as_of.astimezone(zone).date()
-        if self.kind == Window.LIFETIME:
-            return None, as_of
-        if self.kind == Window.YEAR_TO_DATE:
-            first = local_day.replace(month=1, day=1)
-        elif self.kind == Window.ROLLING_DAYS:
-            if not self.days:
-                raise ValueError("A rolling window needs a positive number of days.")
-            first = local_day - dt.timedelta(days=self.days - 1)
-        else:
-            raise ValueError(f"Unknown window {self.kind!r}.")
-        return dt.datetime.combine(first, dt.time.min, tzinfo=zone), as_of
+        return _window_bounds(self.kind, self.days, as_of, settings.TIME_ZONE)
+
+
+# Every member of a chunk shares the same windows, so computing each once
+# saves a time zone conversion per member and requirement.
+@functools.lru_cache(maxsize=256)
+def _window_bounds(
+    kind: str, days: int | None, as_of: dt.datetime, zone_name: str
+) -> tuple[dt.datetime | None, dt.datetime]:
+    zone = ZoneInfo(zone_name)
+    local_day = as_of.astimezone(zone).date()
+    if kind == Window.LIFETIME:
+        return None, as_of
+    if kind == Window.YEAR_TO_DATE:
+        first = local_day.replace(month=1, day=1)
+    elif kind == Window.ROLLING_DAYS:
+        if not days:
+            raise ValueError("A rolling window needs a positive number of days.")
+        first = local_day - dt.timedelta(days=days - 1)
+    else:
+        raise ValueError(f"Unknown window {kind!r}.")
+    return dt.datetime.combine(first, dt.time.min, tzinfo=zone), as_of
 
 
 @dataclass(frozen=True)
@@ -81,11 +90,24 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class WeightRule:
+    """A growth value weight of one rule version, with its optional caps."""
+
+    id: int
+    kind_id: int
+    channel_id: int | None
+    per_event: Decimal
+    per_unit: Decimal
+    daily_cap: Decimal | None
+    window_cap: Decimal | None
+
+
+@dataclass(frozen=True)
 class KindCatalogue:
-    """Activity kind ids grouped by role, and growth value weights by kind id."""
+    """Activity kind ids grouped by role, and a version's growth value weights."""
 
     ids_by_role: Mapping[str, frozenset[int]]
-    weights: Mapping[int, tuple[Decimal, Decimal]]
+    weights: tuple[WeightRule, ...] = ()
 
     def ids(self, *roles: str) -> list[int]:
         found: set[int] = set()
@@ -93,18 +115,53 @@ class KindCatalogue:
             found |= self.ids_by_role.get(role, frozenset())
         return sorted(found)
 
+    def weight_filter(self, weight: WeightRule) -> Q:
+        """Match the activities a weight applies to.
+
+        A channel-less weight covers its kind in every channel that has no
+        weight of its own for that kind.
+        """
+        match = Q(kind_id=weight.kind_id)
+        if weight.channel_id is not None:
+            return match & Q(channel_id=weight.channel_id)
+        specific = [
+            w.channel_id
+            for w in self.weights
+            if w.kind_id == weight.kind_id and w.channel_id is not None
+        ]
+        if specific:
+            match &= ~Q(channel_id__in=specific)
+        return match
+
     @classmethod
-    def load(cls) -> KindCatalogue:
+    def load(cls, version_id: int | None = None) -> KindCatalogue:
+        """Load kinds and, for ``version_id``, its weights (two queries)."""
+        from tiers.models import GrowthWeight
+
         ids_by_role: dict[str, set[int]] = {}
-        weights: dict[int, tuple[Decimal, Decimal]] = {}
-        for kind in ActivityKind.objects.select_related("growth_weight"):
-            ids_by_role.setdefault(kind.role, set()).add(kind.pk)
-            weight = getattr(kind, "growth_weight", None)
-            if weight is not None and (
-                weight.points_per_event or weight.points_per_unit
+        for kind_id, role in ActivityKind.objects.values_list("pk", "role"):
+            ids_by_role.setdefault(role, set()).add(kind_id)
+        weights: list[WeightRule] = []
+        if version_id is not None:
+            for weight in GrowthWeight.objects.filter(version_id=version_id).order_by(
+                "pk"
             ):
-                weights[kind.pk] = (weight.points_per_event, weight.points_per_unit)
-        return cls({role: frozenset(ids) for role, ids in ids_by_role.items()}, weights)
+                if not (weight.points_per_event or weight.points_per_unit):
+                    continue
+                weights.append(
+                    WeightRule(
+                        id=weight.pk,
+                        kind_id=weight.kind_id,
+                        channel_id=weight.channel_id,
+                        per_event=weight.points_per_event,
+                        per_unit=weight.points_per_unit,
+                        daily_cap=weight.daily_cap,
+                        window_cap=weight.window_cap,
+                    )
+                )
+        return cls(
+            {role: frozenset(ids) for role, ids in ids_by_role.items()}, tuple(weights)
+        )
 
 
 _COUNTED_ROLES: dict[str, tuple[str, ...]] = {
@@ -120,11 +177,17 @@ _ACTIVE_ROLES = tuple(
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=20, decimal_places=4)
 
 
-def _aggregate(spec: MetricSpec, kinds: KindCatalogue, as_of: dt.datetime):  # type: ignore[no-untyped-def]
+def _window_q(spec: MetricSpec, as_of: dt.datetime) -> Q:
     start, end = spec.window.bounds(as_of)
     in_window = Q(occurred_at__lte=end)
     if start is not None:
         in_window &= Q(occurred_at__gte=start)
+    return in_window
+
+
+def _aggregate(spec: MetricSpec, kinds: KindCatalogue, as_of: dt.datetime) -> Any:
+    """Return the aggregate of a count or spend metric; growth value is summed apart."""
+    in_window = _window_q(spec, as_of)
 
     if spec.metric == Metric.NET_SPEND:
         ids = kinds.ids(ActivityKind.Role.PURCHASE, ActivityKind.Role.REFUND)
@@ -140,23 +203,56 @@ def _aggregate(spec: MetricSpec, kinds: KindCatalogue, as_of: dt.datetime):  # t
         ids = kinds.ids(*_ACTIVE_ROLES)
         local_day = TruncDate("occurred_at", tzinfo=program_zone())
         return Count(local_day, distinct=True, filter=in_window & Q(kind_id__in=ids))
-    if spec.metric == Metric.GROWTH_VALUE:
-        if not kinds.weights:
-            return Value(ZERO, output_field=_MONEY)
-        points = Case(
-            *[
-                When(
-                    kind_id=kind_id,
-                    then=Value(per_event, output_field=_MONEY)
-                    + Value(per_unit, output_field=_MONEY) * F("amount"),
-                )
-                for kind_id, (per_event, per_unit) in kinds.weights.items()
-            ],
-            default=Value(ZERO, output_field=_MONEY),
+    raise ValueError(f"Unknown metric {spec.metric!r}.")
+
+
+def _points(weight: WeightRule) -> Any:
+    return Value(weight.per_event, output_field=_MONEY) + Value(
+        weight.per_unit, output_field=_MONEY
+    ) * F("amount")
+
+
+def _weight_key(spec: MetricSpec, weight: WeightRule) -> str:
+    return f"{spec.key}__w{weight.id}"
+
+
+def _capped(value: Decimal, cap: Decimal | None) -> Decimal:
+    return min(value, cap) if cap is not None else value
+
+
+def _daily_points(
+    activities: QuerySet[Activity],
+    spec: MetricSpec,
+    kinds: KindCatalogue,
+    as_of: dt.datetime,
+) -> dict[tuple[int, int], Decimal]:
+    """Sum daily-capped weights per member and weight, one day at a time."""
+    capped = [w for w in kinds.weights if w.daily_cap is not None]
+    annotations = {
+        f"w{weight.id}": Coalesce(
+            Sum(_points(weight), filter=kinds.weight_filter(weight)),
+            Value(ZERO),
             output_field=_MONEY,
         )
-        return Coalesce(Sum(points, filter=in_window), Value(ZERO), output_field=_MONEY)
-    raise ValueError(f"Unknown metric {spec.metric!r}.")
+        for weight in capped
+    }
+    matches_capped = Q()
+    for weight in capped:
+        matches_capped |= kinds.weight_filter(weight)
+    rows = (
+        activities.filter(_window_q(spec, as_of) & matches_capped)
+        .order_by()
+        .annotate(local_day=TruncDate("occurred_at", tzinfo=program_zone()))
+        .values("member_id", "local_day")
+        .annotate(**annotations)
+    )
+    totals: dict[tuple[int, int], Decimal] = {}
+    for row in rows.iterator(chunk_size=5000):
+        for weight in capped:
+            points = _capped(Decimal(row[f"w{weight.id}"] or 0), weight.daily_cap)
+            key = (row["member_id"], weight.id)
+            totals[key] = totals.get(key, ZERO) + points
+    return totals
 
 
 def compute_metrics(
@@ -165,22 +261,55 @@ def compute_metrics(
     kinds: KindCatalogue,
     as_of: dt.datetime,
 ) -> dict[int, dict[str, Decimal]]:
-    """Aggregate ``specs`` per member over ``activities`` in one query.
+    """Aggregate ``specs`` per member over ``activities``.
 
-    Members without activity in the queryset are absent from the result; their
-    metrics are all zero.
+    One query computes everything, plus one more per growth value window when
+    a weight has a daily cap. Members without activity in the queryset are
+    absent from the result; their metrics are all zero.
     """
-    annotations = {spec.key: _aggregate(spec, kinds, as_of) for spec in set(specs)}
-    if not annotations:
+    specs = set(specs)
+    growth_specs = [s for s in specs if s.metric == Metric.GROWTH_VALUE]
+    annotations: dict[str, Any] = {}
+    for spec in specs:
+        if spec.metric != Metric.GROWTH_VALUE:
+            annotations[spec.key] = _aggregate(spec, kinds, as_of)
+    for spec in growth_specs:
+        for weight in kinds.weights:
+            if weight.daily_cap is None:
+                annotations[_weight_key(spec, weight)] = Coalesce(
+                    Sum(
+                        _points(weight),
+                        filter=_window_q(spec, as_of) & kinds.weight_filter(weight),
+                    ),
+                    Value(ZERO),
+                    output_field=_MONEY,
+                )
+    if not specs:
         return {}
-    rows = (
-        activities.filter(occurred_at__lte=as_of)
-        .order_by()
-        .values("member_id")
-        .annotate(**annotations)
-    )
+    activities = activities.filter(occurred_at__lte=as_of)
     results: dict[int, dict[str, Decimal]] = {}
-    for row in rows:
-        member_id = row.pop("member_id")
-        results[member_id] = {key: Decimal(value or 0) for key, value in row.items()}
+    if annotations:
+        rows = activities.order_by().values("member_id").annotate(**annotations)
+        for row in rows:
+            member_id = row.pop("member_id")
+            results[member_id] = {
+                key: Decimal(value or 0) for key, value in row.items()
+            }
+    for spec in growth_specs:
+        daily = (
+            _daily_points(activities, spec, kinds, as_of)
+            if any(w.daily_cap is not None for w in kinds.weights)
+            else {}
+        )
+        member_ids = set(results) | {member_id for member_id, _ in daily}
+        for member_id in member_ids:
+            metrics = results.setdefault(member_id, {})
+            total = ZERO
+            for weight in kinds.weights:
+                if weight.daily_cap is None:
+                    points = metrics.pop(_weight_key(spec, weight), ZERO)
+                else:
+                    points = daily.get((member_id, weight.id), ZERO)
+                total += _capped(points, weight.window_cap)
+            metrics[spec.key] = total
     return results

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
+from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from simple_history.models import HistoricalRecords
 
 
 class Tier(models.Model):
-    """A rung of the ladder. The tier with the lowest rank is the base tier."""
-
-    class Combine(models.TextChoices):
-        ALL = "all", _("All requirements")
-        ANY = "any", _("Any requirement")
+    """A rung of the ladder. Its identity outlives rule versions: Gold stays Gold."""
 
     name = models.CharField(_("name"), max_length=60, unique=True)
     rank = models.PositiveSmallIntegerField(
         _("rank"),
         unique=True,
-        help_text=_(
-            "Higher is better. The lowest rank is the base tier every member has."
-        ),
+        help_text=_("Higher is better. A version's lowest tier is its base tier."),
     )
     colour = models.CharField(
         _("colour"),
@@ -35,13 +33,7 @@ class Tier(models.Model):
         ],
     )
     description = models.TextField(_("description"), blank=True)
-    combine = models.CharField(
-        _("reached when"),
-        max_length=3,
-        choices=Combine,
-        default=Combine.ALL,
-        help_text=_("Whether every requirement must hold, or at least one."),
-    )
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["rank"]
@@ -50,6 +42,258 @@ class Tier(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PublishedVersionError(Exception):
+    """Raised when code tries to change the rules of a version that is not a draft."""
+
+
+class RuleVersionQuerySet(models.QuerySet["RuleVersion"]):
+    def in_effect(self, moment: dt.datetime) -> RuleVersion | None:
+        """Return the published version in effect at ``moment``, if any."""
+        return (
+            self.filter(status=RuleVersion.Status.PUBLISHED, effective_from__lte=moment)
+            .order_by("-effective_from", "-number")
+            .first()
+        )
+
+
+class RuleVersion(models.Model):
+    """One edition of the rules: requirements, combinations, growth weights.
+
+    Staff edit drafts. Publishing freezes a version and makes it take effect
+    at ``effective_from``; the version in effect at a moment is the published
+    one with the latest ``effective_from`` not after it.
+    """
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        PUBLISHED = "published", _("Published")
+
+    class Policy(models.TextChoices):
+        REEVALUATE = "reevaluate", _("Re-evaluate every member now")
+        NEW_ACTIVITY = "new_activity", _("Apply only from new activity on")
+        GRANDFATHER = "grandfather", _("Keep current tiers until each member's review")
+
+    number = models.PositiveIntegerField(_("number"), unique=True, editable=False)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status, default=Status.DRAFT, editable=False
+    )
+    based_on = models.ForeignKey(
+        "self",
+        verbose_name=_("copied from"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    note = models.TextField(_("what changes"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    published_at = models.DateTimeField(_("published at"), null=True, editable=False)
+    effective_from = models.DateTimeField(
+        _("effective from"), null=True, editable=False
+    )
+    publish_reason = models.TextField(
+        _("reason for publishing"), blank=True, editable=False
+    )
+    policy = models.CharField(
+        _("publish policy"), max_length=16, choices=Policy, blank=True, editable=False
+    )
+    history = HistoricalRecords()
+
+    objects = RuleVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-number"]
+        verbose_name = _("rule version")
+        verbose_name_plural = _("rule versions")
+        permissions = [("publish_ruleversion", _("Can publish rule versions"))]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status="draft")
+                | (Q(published_at__isnull=False) & Q(effective_from__isnull=False)),
+                name="published_version_has_dates",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return _("Version %(number)d (%(status)s)") % {
+            "number": self.number,
+            "status": self.get_status_display(),
+        }
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+
+class DraftOnlyModel(models.Model):
+    """A part of a rule version, editable only while the version is a draft."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self._check_draft()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_draft()
+        return super().delete(*args, **kwargs)
+
+    def rule_version_id(self) -> int | None:
+        raise NotImplementedError
+
+    def _check_draft(self) -> None:
+        version_id = self.rule_version_id()
+        if version_id is None:
+            return
+        status = (
+            RuleVersion.objects.filter(pk=version_id)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if status is not None and status != RuleVersion.Status.DRAFT:
+            raise PublishedVersionError(
+                f"Rule version id={version_id} is published and cannot change; "
+                "copy it to a new draft instead."
+            )
+
+
+class RuleGroup(DraftOnlyModel):
+    """A node of a rule tree: all, any, or at least N of its requirements and subgroups."""
+
+    class Operator(models.TextChoices):
+        ALL = "all", _("all of")
+        ANY = "any", _("any of")
+        AT_LEAST = "at_least", _("at least N of")
+
+    version = models.ForeignKey(
+        RuleVersion, on_delete=models.CASCADE, related_name="groups", editable=False
+    )
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("inside group"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="children",
+    )
+    label = models.CharField(
+        _("label"),
+        max_length=80,
+        blank=True,
+        help_text=_(
+            "A name staff recognise, e.g. 'Gold entry' or 'Gold: spend route'."
+        ),
+    )
+    operator = models.CharField(
+        _("combine"), max_length=10, choices=Operator, default=Operator.ALL
+    )
+    at_least = models.PositiveSmallIntegerField(
+        _("N"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("For 'at least N of': how many items must hold."),
+    )
+    position = models.PositiveSmallIntegerField(_("position"), default=0)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["position", "pk"]
+        verbose_name = _("rule group")
+        verbose_name_plural = _("rule groups")
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(operator="at_least") & Q(at_least__gte=1))
+                | (~Q(operator="at_least") & Q(at_least__isnull=True)),
+                name="rulegroup_at_least_only_for_at_least",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.operator == self.Operator.AT_LEAST:
+            combine = _("at least %(n)d of") % {"n": self.at_least or 0}
+        else:
+            combine = str(self.get_operator_display())
+        return f"{self.label or f'#{self.pk}'} ({combine})"
+
+    def rule_version_id(self) -> int | None:
+        return self.version_id
+
+    def clean(self) -> None:
+        if self.operator == self.Operator.AT_LEAST and not self.at_least:
+            raise ValidationError({"at_least": _("Enter N for 'at least N of'.")})
+        if self.operator != self.Operator.AT_LEAST:
+            self.at_least = None
+        if self.parent_id and self.parent and self.parent.version_id != self.version_id:
+            raise ValidationError(
+                {"parent": _("The group belongs to another version.")}
+            )
+
+
+class TierRule(DraftOnlyModel):
+    """A tier's rules in one version: what enters it and what keeps it at review."""
+
+    version = models.ForeignKey(
+        RuleVersion, on_delete=models.CASCADE, related_name="tier_rules"
+    )
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="rules")
+    entry = models.OneToOneField(
+        RuleGroup,
+        verbose_name=_("entry requirements"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="entry_of",
+        help_text=_("Empty for the base tier, which every member holds."),
+    )
+    retention = models.OneToOneField(
+        RuleGroup,
+        verbose_name=_("retention requirements (保级)"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="retention_of",
+        help_text=_(
+            "What keeps the tier at review; empty means the entry requirements."
+        ),
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["version", "tier__rank"]
+        verbose_name = _("tier rule")
+        verbose_name_plural = _("tier rules")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "tier"], name="tierrule_unique_tier"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tier} · v{self.version.number}"
+
+    def rule_version_id(self) -> int | None:
+        return self.version_id
 
 
 class Metric(models.TextChoices):
@@ -71,11 +315,23 @@ class Window(models.TextChoices):
     LIFETIME = "lifetime", _("lifetime")
 
 
-class Requirement(models.Model):
+class Requirement(DraftOnlyModel):
     """One condition on a metric over a window: reached when value >= threshold."""
 
-    tier = models.ForeignKey(
-        Tier, on_delete=models.CASCADE, related_name="requirements"
+    version = models.ForeignKey(
+        RuleVersion,
+        on_delete=models.CASCADE,
+        related_name="requirements",
+        editable=False,
+        help_text=_(
+            "Copied from the group, so a version's requirements list in one place."
+        ),
+    )
+    group = models.ForeignKey(
+        RuleGroup,
+        verbose_name=_("group"),
+        on_delete=models.CASCADE,
+        related_name="requirements",
     )
     metric = models.CharField(_("metric"), max_length=20, choices=Metric)
     window = models.CharField(
@@ -96,8 +352,11 @@ class Requirement(models.Model):
         help_text=_("Reached when the value is at least this (inclusive)."),
     )
 
+    position = models.PositiveSmallIntegerField(_("position"), default=0)
+    history = HistoricalRecords()
+
     class Meta:
-        ordering = ["tier__rank", "pk"]
+        ordering = ["position", "pk"]
         verbose_name = _("requirement")
         verbose_name_plural = _("requirements")
         constraints = [
@@ -113,6 +372,23 @@ class Requirement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_metric_display()} >= {self.threshold}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.group_id is not None:
+            group_version = (
+                RuleGroup.objects.filter(pk=self.group_id)
+                .values_list("version_id", flat=True)
+                .first()
+            )
+            if self.version_id is not None and group_version != self.version_id:
+                raise ValidationError(
+                    {"group": _("Pick a group of the same rule version.")}
+                )
+            self.version_id = group_version
+        super().save(*args, **kwargs)
+
+    def rule_version_id(self) -> int | None:
+        return self.version_id
 
     def clean(self) -> None:
         if self.window == Window.ROLLING_DAYS and not self.window_days:
@@ -145,14 +421,33 @@ class Requirement(models.Model):
             )
 
 
-class GrowthWeight(models.Model):
-    """Points of growth value (成长值) that one activity kind earns."""
+class GrowthWeight(DraftOnlyModel):
+    """Points of growth value (成长值) that one activity kind earns in a version.
 
-    kind = models.OneToOneField(
+    A weight with a channel applies to that channel only and takes precedence
+    over the kind's channel-less weight.
+    """
+
+    version = models.ForeignKey(
+        RuleVersion,
+        on_delete=models.CASCADE,
+        related_name="weights",
+        editable=False,
+    )
+    kind = models.ForeignKey(
         "members.ActivityKind",
         verbose_name=_("activity kind"),
         on_delete=models.CASCADE,
-        related_name="growth_weight",
+        related_name="+",
+    )
+    channel = models.ForeignKey(
+        "members.Channel",
+        verbose_name=_("channel"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_("Empty: every channel without its own weight for this kind."),
     )
     points_per_event = models.DecimalField(
         _("points per event"), max_digits=10, decimal_places=2, default=Decimal("0")
@@ -164,13 +459,53 @@ class GrowthWeight(models.Model):
         default=Decimal("0"),
         help_text=_("Multiplied by the amount; refunds are negative, so they deduct."),
     )
+    daily_cap = models.DecimalField(
+        _("cap per day"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text=_(
+            "Most points this weight gives a member in one day (program time zone)."
+        ),
+    )
+    window_cap = models.DecimalField(
+        _("cap per window"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text=_(
+            "Most points this weight gives a member within a requirement's window."
+        ),
+    )
+    history = HistoricalRecords()
 
     class Meta:
         verbose_name = _("growth value weight")
         verbose_name_plural = _("growth value weights")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "kind"],
+                condition=Q(channel__isnull=True),
+                name="growthweight_unique_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["version", "kind", "channel"],
+                condition=Q(channel__isnull=False),
+                name="growthweight_unique_kind_channel",
+            ),
+        ]
 
     def __str__(self) -> str:
+        if self.channel_id:
+            return f"{self.kind} @ {self.channel}"
         return str(self.kind)
+
+    def rule_version_id(self) -> int | None:
+        return self.version_id
 
 
 class TierChange(models.Model):
@@ -188,6 +523,14 @@ class TierChange(models.Model):
         Tier, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     to_tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(
+        RuleVersion,
+        verbose_name=_("rule version"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
     changed_at = models.DateTimeField(_("changed at"))
     as_of = models.DateTimeField(
         _("evaluated as of"), help_text=_("The moment the metrics were computed for.")

@@ -1,22 +1,25 @@
 """A member's progress towards the next tier, as the member page shows it.
 
 build_progress() is pure. It reads a member, the explanation that
-tiers.evaluation.explain_member() returns and a map of tier colours, and runs
-no query. member_progress() loads those and calls it. Texts are built in the
-active language, so build the progress inside the request that renders it.
+tiers.evaluation.explain_member() returns, the ladder that explanation came
+from and the member's metrics, and runs no query. member_progress() loads
+those and calls it. Texts are built in the active language, so build the
+progress inside the request that renders it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
 from django.utils.text import capfirst
-from django.utils.translation import gettext, ngettext, ngettext_lazy
+from django.utils.translation import get_language, gettext, ngettext, ngettext_lazy
 
 from members.models import Member
 from tiers.evaluation import explain_member
@@ -27,7 +30,9 @@ from tiers.formatting import (
     format_metric_value,
     local_date,
 )
-from tiers.models import Metric, Tier, Window
+from tiers.ladder import Ladder, TierRuleSet
+from tiers.models import Metric, RuleGroup, Window
+from tiers.rendering import render_group
 
 DEFAULT_COLOUR = "#8a8a8a"
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -72,8 +77,9 @@ class TierBadge:
 
 @dataclass(frozen=True)
 class RequirementProgress:
-    """One progress bar, for one requirement of the next tier."""
+    """One progress bar, for one requirement of a tier's rules."""
 
+    requirement_id: int
     metric: str
     label: str
     value: Decimal
@@ -88,30 +94,83 @@ class RequirementProgress:
     missing: Decimal
     missing_text: str
 
+    # Lets a template tell bars from groups while it walks a rule tree.
+    is_group = False
+
+
+@dataclass(frozen=True)
+class GroupProgress:
+    """A group of bars: all, any or at least N of its bars and subgroups."""
+
+    operator: str
+    at_least: int | None
+    met: bool
+    heading: str
+    items: tuple[RequirementProgress | GroupProgress, ...]
+
+    is_group = True
+
+    def leaves(self) -> Iterator[RequirementProgress]:
+        for item in self.items:
+            if isinstance(item, GroupProgress):
+                yield from item.leaves()
+            else:
+                yield item
+
 
 @dataclass(frozen=True)
 class NextTier:
-    """The tier above the member's, with one bar per requirement."""
+    """The tier above the member's, with its rule sentence and a bar per requirement.
+
+    ``rule`` contains the bars in the shape of the rule tree, and
+    ``requirements`` the same bars as a flat tuple. ``rule`` is None for a tier without entry
+    rules, which every member reaches.
+    """
 
     badge: TierBadge
     combine: str
+    at_least: int | None
     reached: bool
     rule_text: str
+    sentence: str
+    rule: GroupProgress | None
     requirements: tuple[RequirementProgress, ...]
 
     @property
     def needs_all(self) -> bool:
-        return self.combine != Tier.Combine.ANY
+        return self.combine == RuleGroup.Operator.ALL
+
+
+@dataclass(frozen=True)
+class RetentionProgress:
+    """The retention rules (保级条件) that keep the member's current tier.
+
+    ``met`` is the result of the retention check. ``entry_met`` is True when
+    the member also meets the tier's entry rules, which keep the tier as well.
+    """
+
+    heading: str
+    sentence: str
+    met: bool
+    entry_met: bool
+    status_text: str
+    rule: GroupProgress
+    requirements: tuple[RequirementProgress, ...]
 
 
 @dataclass(frozen=True)
 class MemberProgress:
-    """The member page's tier section. ``next_tier`` is None at the top tier."""
+    """The member page's tier section.
+
+    ``next_tier`` is None at the top tier. ``retention`` is None unless the
+    current tier has retention rules of its own and is above the base tier.
+    """
 
     as_of: dt.datetime
     as_of_text: str
     current: TierBadge | None
     next_tier: NextTier | None
+    retention: RetentionProgress | None = None
 
 
 def percent_of(value: Decimal, target: Decimal) -> int:
@@ -221,15 +280,39 @@ def describe_missing(
     )
 
 
-def describe_rule(tier_name: str, combine: str, requirement_count: int) -> str:
-    """Say whether reaching a tier takes all of its requirements or any one."""
-    if requirement_count == 1:
+def describe_rule(
+    tier_name: str, combine: str, item_count: int, at_least: int | None = None
+) -> str:
+    """Say how many of a tier's top-level items reaching it takes.
+
+    ``item_count`` counts the items of the rule tree's root group: its
+    requirements and subgroups.
+    """
+    if item_count == 1 and (at_least or 0) <= 1:
         return gettext("To reach %(tier)s:") % {"tier": tier_name}
-    if combine == Tier.Combine.ANY:
+    if combine == RuleGroup.Operator.ANY:
         return gettext("To reach %(tier)s, meet any one of these:") % {
             "tier": tier_name
         }
+    if combine == RuleGroup.Operator.AT_LEAST:
+        return gettext(
+            "To reach %(tier)s, meet at least %(count)s of these %(total)s:"
+        ) % {"tier": tier_name, "count": at_least or 0, "total": item_count}
     return gettext("To reach %(tier)s, meet all of these:") % {"tier": tier_name}
+
+
+def describe_group(operator: str, item_count: int, at_least: int | None = None) -> str:
+    """Say how many items of a group must hold, or "" for a group of one item."""
+    if item_count == 1 and (at_least or 0) <= 1:
+        return ""
+    if operator == RuleGroup.Operator.ANY:
+        return gettext("Meet any one of these:")
+    if operator == RuleGroup.Operator.AT_LEAST:
+        return gettext("Meet at least %(count)s of these %(total)s:") % {
+            "count": at_least or 0,
+            "total": item_count,
+        }
+    return gettext("Meet all of these:")
 
 
 def readable_text_colour(background: str) -> str:
@@ -276,6 +359,7 @@ def requirement_progress(row: Mapping[str, Any]) -> RequirementProgress:
     value_text = format_metric_value(metric, value)
     target_text = format_metric_value(metric, target, round_up=True)
     return RequirementProgress(
+        requirement_id=row["requirement"],
         metric=metric,
         label=capfirst(str(Metric(metric).label)),
         value=value,
@@ -294,6 +378,23 @@ def requirement_progress(row: Mapping[str, Any]) -> RequirementProgress:
     )
 
 
+def group_progress(node: Mapping[str, Any]) -> GroupProgress:
+    """Build the bars of a checked rule tree, a "rule" of an explanation."""
+    items: list[RequirementProgress | GroupProgress] = []
+    for item in node["items"]:
+        if "items" in item:
+            items.append(group_progress(item))
+        else:
+            items.append(requirement_progress(item))
+    return GroupProgress(
+        operator=node["operator"],
+        at_least=node["at_least"],
+        met=bool(node["met"]),
+        heading=describe_group(node["operator"], len(items), node["at_least"]),
+        items=tuple(items),
+    )
+
+
 def _next_check(
     checks: Sequence[Mapping[str, Any]], current_rank: int | None
 ) -> Mapping[str, Any] | None:
@@ -306,50 +407,127 @@ def _next_check(
     return min(above, key=lambda check: check["rank"]) if above else None
 
 
+def _active_language() -> str:
+    return get_language() or settings.LANGUAGE_CODE
+
+
+def _next_tier(check: Mapping[str, Any], ladder: Ladder) -> NextTier:
+    rules = ladder.by_id(check["tier"])
+    rule = group_progress(check["rule"]) if check["rule"] else None
+    item_count = len(rule.items) if rule else 0
+    sentence = ""
+    if rules is not None and rules.entry is not None:
+        sentence = render_group(rules.entry, _active_language())
+    return NextTier(
+        badge=make_badge(check["name"], rules.colour if rules else None),
+        combine=check["combine"],
+        at_least=check["at_least"],
+        reached=bool(check["reached"]),
+        rule_text=describe_rule(
+            check["name"], check["combine"], item_count, check["at_least"]
+        ),
+        sentence=sentence,
+        rule=rule,
+        requirements=tuple(rule.leaves()) if rule else (),
+    )
+
+
+def describe_retention(tier_name: str, met: bool, entry_met: bool) -> str:
+    """Say whether the member keeps ``tier_name``, and by which rules."""
+    if met:
+        return gettext("You meet these, so you keep %(tier)s.") % {"tier": tier_name}
+    if entry_met:
+        return gettext(
+            "You meet the requirements to reach %(tier)s, so you keep it."
+        ) % {"tier": tier_name}
+    return gettext(
+        "Not met yet. Meet these by the next evaluation to keep %(tier)s."
+    ) % {"tier": tier_name}
+
+
+def _retention(
+    rules: TierRuleSet,
+    explanation: Mapping[str, Any],
+    metrics: Mapping[str, Decimal],
+    as_of: dt.datetime,
+) -> RetentionProgress | None:
+    """Build the retention section for the tier of ``rules``, the member's tier.
+
+    The explanation carries a retention check only when evaluation needed one,
+    that is when the member no longer meets the tier's entry rules. Otherwise
+    the retention rules are checked here against the member's metrics.
+    """
+    if rules.retention is None:
+        return None
+    check = explanation.get("retention")
+    if not check or check["tier"] != rules.id:
+        check = rules.check(dict(metrics), as_of, retention=True)
+    entry = next((c for c in explanation["tiers"] if c["tier"] == rules.id), None)
+    entry_met = bool(entry and entry["reached"])
+    met = bool(check["reached"])
+    rule = group_progress(check["rule"])
+    return RetentionProgress(
+        heading=gettext("What keeps %(tier)s") % {"tier": rules.name},
+        sentence=render_group(rules.retention, _active_language()),
+        met=met,
+        entry_met=entry_met,
+        status_text=describe_retention(rules.name, met, entry_met),
+        rule=rule,
+        requirements=tuple(rule.leaves()),
+    )
+
+
 def build_progress(
     member: Member,
     explanation: Mapping[str, Any],
-    colours: Mapping[int, str],
+    ladder: Ladder,
+    metrics: Mapping[str, Decimal],
 ) -> MemberProgress:
     """Build the member page's tier section without running a query.
 
-    ``member.tier`` must be loaded already (select_related), and ``colours``
-    maps tier ids to "#rrggbb" colours. The current tier is the stored
+    ``member.tier`` must be loaded already (select_related). ``ladder`` is
+    the version that produced ``explanation``, and ``metrics`` are the
+    member's metrics from the same evaluation. The current tier is the stored
     ``member.tier``, which can lag behind the explanation until the next
     evaluation writes it. NextTier.reached is True in that case.
     """
     tier = member.tier
     current = None
+    retention = None
+    as_of = dt.datetime.fromisoformat(explanation["as_of"])
     if tier is not None:
         current = make_badge(tier.name, tier.colour, member.tier_since)
+        rules = ladder.by_id(tier.pk)
+        # Evaluation never places a member below the base tier, so the base
+        # tier's retention rules never apply.
+        if rules is not None and rules.id != ladder.base.id:
+            retention = _retention(rules, explanation, metrics, as_of)
 
     check = _next_check(explanation["tiers"], tier.rank if tier else None)
-    next_tier = None
-    if check is not None:
-        rows = check["requirements"]
-        next_tier = NextTier(
-            badge=make_badge(check["name"], colours.get(check["tier"])),
-            combine=check["combine"],
-            reached=bool(check["reached"]),
-            rule_text=describe_rule(check["name"], check["combine"], len(rows)),
-            requirements=tuple(requirement_progress(row) for row in rows),
-        )
+    next_tier = _next_tier(check, ladder) if check is not None else None
 
-    as_of = dt.datetime.fromisoformat(explanation["as_of"])
     return MemberProgress(
         as_of=as_of,
         as_of_text=format_date(as_of),
         current=current,
         next_tier=next_tier,
+        retention=retention,
     )
 
 
 def member_progress(member: Member, as_of: dt.datetime | None = None) -> MemberProgress:
     """Evaluate ``member`` without saving and build its page's tier section.
 
-    Costs five queries: tiers, requirements, activity kinds and the metrics
-    aggregate in explain_member(), then the tier colours.
+    Costs seven queries: six to load the version in effect (the version,
+    groups, requirements, tier rules with tiers, activity kinds, weights) and
+    the metrics aggregate. A version with the "new_activity" policy adds one,
+    and growth value weights with a daily cap add one per growth value window.
     """
-    evaluation = explain_member(member, as_of)
-    colours = dict(Tier.objects.values_list("pk", "colour"))
-    return build_progress(member, evaluation.explanation, colours)
+    as_of = as_of or timezone.now()
+    ladder = Ladder.load(as_of=as_of)
+    evaluation = explain_member(member, as_of, ladder)
+    if evaluation.explanation is None:
+        raise RuntimeError(
+            f"explain_member() returned no explanation for member id={member.pk}."
+        )
+    return build_progress(member, evaluation.explanation, ladder, evaluation.metrics)

@@ -10,23 +10,47 @@ from tiers.evaluation import evaluate
 from tiers.ladder import LadderError
 from tiers.metrics import program_zone
 
+# Earlier moments predate any plausible ledger, and before 1901 zoneinfo
+# falls back to local mean time, which no store uses.
+EARLIEST_AS_OF = dt.date(1990, 1, 1)
+
 
 def parse_as_of(value: str) -> dt.datetime:
-    """Read --as-of: a date means the end of that day in the program's zone."""
+    """Read --as-of: a date means the end of that day in the program's zone.
+
+    Future moments are rejected: evaluating as of a day that has not come
+    would drop every member whose window then holds less than today.
+    """
+    value = value.strip()
+    moment: dt.datetime | None = None
     try:
         day = dt.date.fromisoformat(value)
     except ValueError:
-        pass
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise CommandError(
+                f"--as-of {value!r} is not a date; use YYYY-MM-DD or an ISO date-time."
+            ) from None
+        if timezone.is_naive(moment):
+            moment = moment.replace(tzinfo=program_zone())
     else:
-        return dt.datetime.combine(day, dt.time.max, tzinfo=program_zone())
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
+        moment = dt.datetime.combine(day, dt.time.max, tzinfo=program_zone())
+    if moment.date() < EARLIEST_AS_OF:
         raise CommandError(
-            f"--as-of {value!r} is not a date; use YYYY-MM-DD or an ISO date-time."
-        ) from None
-    if timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=program_zone())
+            f"--as-of {value!r} is before {EARLIEST_AS_OF:%Y-%m-%d}; pick a date "
+            "within the ledger."
+        )
+    now = timezone.now()
+    if moment > now:
+        if (
+            moment.astimezone(program_zone()).date()
+            == now.astimezone(program_zone()).date()
+        ):
+            return now
+        raise CommandError(
+            f"--as-of {value!r} is in the future; evaluate as of today or a past date."
+        )
     return moment
 
 
@@ -36,8 +60,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--as-of",
-            help="Evaluate as of this date (end of day, program time zone) or "
-            "ISO date-time. Default: now.",
+            help="Evaluate as of this date (end of day, program time zone) or ISO "
+            "date-time, not in the future. Default: now. Without --dry-run the "
+            "resulting tiers are saved, replacing the current ones.",
         )
         parser.add_argument(
             "--dry-run",
@@ -51,7 +76,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        as_of = parse_as_of(options["as_of"]) if options["as_of"] else None
+        as_of = parse_as_of(options["as_of"]) if options["as_of"] is not None else None
         if options["chunk_size"] is not None and options["chunk_size"] < 1:
             raise CommandError("--chunk-size must be at least 1.")
         try:

@@ -1,0 +1,85 @@
+"""Publishing a draft rule version, and the re-evaluation it may start."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from tiers.models import RuleVersion
+from tiers.validation import version_problems
+
+logger = logging.getLogger(__name__)
+
+
+class PublishError(Exception):
+    """Raised when a version cannot be published; the message says why."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(" ".join(messages))
+        self.messages = messages
+
+
+def publish(
+    version: RuleVersion,
+    *,
+    user: Any,
+    reason: str,
+    policy: str,
+    effective_from: dt.datetime | None = None,
+    allow_past: bool = False,
+) -> RuleVersion:
+    """Freeze a draft and make it take effect at ``effective_from`` (default now).
+
+    With the "reevaluate" policy a background job re-evaluates every member
+    once the version is in effect: at once after commit for an immediate
+    version, or scheduled for a future one. ``allow_past`` lets set-up code
+    (data loads, fixtures) backdate a version; staff screens never pass it.
+    """
+    if policy not in RuleVersion.Policy.values:
+        raise PublishError([f"Unknown publish policy {policy!r}."])
+    if not reason.strip():
+        raise PublishError(
+            ["Say why this version is published; the reason is audited."]
+        )
+    now = timezone.now()
+    effective_from = effective_from or now
+    if timezone.is_naive(effective_from):
+        raise PublishError(["The effective date must include a time zone."])
+    if not allow_past and effective_from < now - dt.timedelta(minutes=5):
+        raise PublishError(
+            ["The effective date is in the past; pick now or a future date."]
+        )
+    with transaction.atomic():
+        locked = RuleVersion.objects.select_for_update().get(pk=version.pk)
+        if not locked.is_draft:
+            raise PublishError([f"Version {locked.number} is already published."])
+        problems = [p.message for p in version_problems(locked) if p.blocking]
+        if problems:
+            raise PublishError(problems)
+        locked.status = RuleVersion.Status.PUBLISHED
+        locked.published_by = user
+        locked.published_at = now
+        locked.effective_from = effective_from
+        locked.publish_reason = reason.strip()
+        locked.policy = policy
+        locked._change_reason = f"Published: {reason.strip()}"  # type: ignore[attr-defined]
+        locked.save()
+        if policy == RuleVersion.Policy.REEVALUATE:
+            transaction.on_commit(lambda: _queue_reevaluation(locked))
+    logger.info(
+        "published rule version %d policy=%s effective_from=%s",
+        locked.number,
+        policy,
+        effective_from.isoformat(),
+    )
+    return locked
+
+
+def _queue_reevaluation(version: RuleVersion) -> None:
+    from tiers.jobs import queue_reevaluation
+
+    queue_reevaluation(version)
