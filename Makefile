@@ -35,6 +35,9 @@ $(LIFETIMES_WHEEL):
 demo: $(VENV)/.installed $(LIFETIMES_WHEEL)
 	$(PY) manage.py migrate --noinput
 	$(DEMO_ENV) $(PY) manage.py load_demo --wheel $(LIFETIMES_WHEEL) --port $(PORT)
+	@echo "Starting the django-q2 job cluster beside the web server."
+	$(DEMO_ENV) $(PY) manage.py qcluster & cluster=$$!; \
+	trap 'kill $$cluster 2>/dev/null' EXIT INT TERM; \
 	$(DEMO_ENV) $(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 test: $(VENV)/.installed-dev
