@@ -14,11 +14,12 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -34,6 +35,7 @@ from members.importing.sizes import size_limit_message
 from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
 from members.resources import ActivityResource, ImportResult, MemberResource
 from tiers.evaluation import explain_member
+from tiers.explaining import activities_that_counted
 from tiers.formatting import format_metric_value
 from tiers.ladder import LadderError
 from tiers.models import Metric, RuleVersion, TierChange, Window
@@ -273,6 +275,23 @@ class TierChangeInline(admin.TabularInline):
         return render_explanation(change.explanation)
 
 
+def _parse_why_date(value: str) -> tuple[dt.datetime, str]:
+    """Read the page's date as the end of that day; return now and a message if invalid."""
+    now = timezone.now()
+    if not value:
+        return now, ""
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        return now, _("%(value)s is not a date; use YYYY-MM-DD.") % {"value": value}
+    moment = dt.datetime.combine(
+        day, dt.time.max, tzinfo=timezone.get_current_timezone()
+    )
+    if moment > now:
+        return now, ""
+    return moment, ""
+
+
 @admin.register(Member)
 class MemberAdmin(FileImportExportAdmin):
     resource_classes = [MemberResource]
@@ -296,7 +315,44 @@ class MemberAdmin(FileImportExportAdmin):
             evaluation = explain_member(member)
         except LadderError as error:
             return format_html("{}", str(error))
-        return render_explanation(evaluation.explanation)
+        link = format_html(
+            '<p><a href="{}">{}</a></p>',
+            reverse("admin:members_member_why", args=[member.pk]),
+            _("Why this tier? Check any date"),
+        )
+        return render_explanation(evaluation.explanation) + link
+
+    def get_urls(self) -> list[URLPattern]:
+        why = path(
+            "<path:object_id>/why/",
+            self.admin_site.admin_view(self.why_view),
+            name="members_member_why",
+        )
+        return [why, *super().get_urls()]
+
+    def why_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Show the evaluation as of any date with the activities that counted."""
+        member = self.get_object(request, object_id)
+        if member is None or not self.has_view_permission(request, member):
+            raise PermissionDenied
+        as_of, error = _parse_why_date(request.GET.get("as_of", ""))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": member,
+            "title": _("Why is %(member)s in this tier?") % {"member": member},
+            "as_of_date": timezone.localtime(as_of).date().isoformat(),
+            "error": error,
+        }
+        try:
+            evaluation = explain_member(member, as_of=as_of)
+        except LadderError as problem:
+            context["error"] = str(problem)
+        else:
+            explanation = evaluation.explanation or {}
+            context["explanation_html"] = render_explanation(explanation)
+            context["counted"] = activities_that_counted(member.pk, explanation)
+        return TemplateResponse(request, "admin/members/member_why.html", context)
 
     def save_model(
         self, request: HttpRequest, obj: Member, form: Any, change: bool
