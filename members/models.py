@@ -68,6 +68,19 @@ class Member(models.Model):
         related_name="members",
     )
     tier_since = models.DateTimeField(_("tier since"), null=True, blank=True)
+    review_at = models.DateTimeField(
+        _("next review"),
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text=_("When the member's hold on the tier is reviewed; empty if never."),
+    )
+    grace_until = models.DateTimeField(
+        _("grace until"),
+        null=True,
+        blank=True,
+        help_text=_("Set after a failed review: the drop waits until then."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -24,6 +25,7 @@ from members.models import Activity, Member
 from tiers.ladder import Ladder, TierRuleSet
 from tiers.metrics import compute_metrics
 from tiers.models import RuleVersion, TierChange
+from tiers.reviews import decide_with_reviews
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,14 @@ class MemberEvaluation:
     previous_tier_id: int | None
     tier: TierRuleSet
     metrics: dict[str, Decimal]
-    # Built for changed members and explain_member(); None otherwise.
+    # Built for members whose record changes and for explain_member().
     explanation: dict[str, object] | None
+    # The history row to write (a TierChange reason), or None.
+    reason: str | None = None
+    review_at: dt.datetime | None = None
+    grace_until: dt.datetime | None = None
+    # Whether the member's stored tier, review date or grace date changes.
+    writes: bool = False
 
     @property
     def changed(self) -> bool:
@@ -49,6 +57,8 @@ class EvaluationSummary:
     promoted: int = 0
     demoted: int = 0
     initial: int = 0
+    renewed: int = 0
+    in_grace: int = 0
     tier_counts: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -80,7 +90,10 @@ def _explanation(
     }
 
 
-MemberRow = tuple[int, "int | None", "dt.datetime | None"]
+# (member id, tier id, tier since, review at, grace until)
+MemberRow = tuple[
+    int, "int | None", "dt.datetime | None", "dt.datetime | None", "dt.datetime | None"
+]
 
 
 def _members_with_new_activity(member_ids: list[int], since: dt.datetime) -> set[int]:
@@ -130,7 +143,7 @@ def _evaluate_chunk(
     *,
     explain_all: bool = False,
 ) -> list[MemberEvaluation]:
-    member_ids = [member_id for member_id, _, _ in members]
+    member_ids = [row[0] for row in members]
     ledger = (
         activities
         if activities is not None
@@ -143,61 +156,92 @@ def _evaluate_chunk(
             member_ids, ladder.effective_from
         )
     evaluations = []
-    for member_id, previous_tier_id, tier_since in members:
+    for member_id, previous_tier_id, tier_since, review_at, grace_until in members:
         metrics = metrics_by_member.get(member_id, {})
         decided, _ = ladder.choose(metrics, previous_tier_id)
-        tier, held_by = _hold_by_policy(
+        decided, held_by = _hold_by_policy(
             ladder,
             decided,
             previous_tier_id,
             tier_since,
             member_id in with_new_activity,
         )
+        outcome = decide_with_reviews(
+            ladder,
+            decided,
+            ladder.by_id(previous_tier_id),
+            review_at,
+            grace_until,
+            as_of,
+        )
+        writes = (
+            outcome.tier.id != previous_tier_id
+            or outcome.review_at != review_at
+            or outcome.grace_until != grace_until
+        )
         explanation = None
-        # Explaining costs more than deciding, so only changes (which are
-        # stored) and explicit requests build the full explanation.
-        if explain_all or tier.id != previous_tier_id:
+        # Explaining costs more than deciding, so only members whose record
+        # changes and explicit requests build the full explanation.
+        if explain_all or writes or outcome.reason:
             _, checks, retention = ladder.decide(metrics, as_of, previous_tier_id)
             explanation = _explanation(
-                ladder, previous_tier_id, tier, checks, retention, held_by, as_of
+                ladder,
+                previous_tier_id,
+                outcome.tier,
+                checks,
+                retention,
+                held_by or outcome.held_by,
+                as_of,
+            )
+            explanation["review_at"] = (
+                outcome.review_at.isoformat() if outcome.review_at else None
+            )
+            explanation["grace_until"] = (
+                outcome.grace_until.isoformat() if outcome.grace_until else None
             )
         evaluations.append(
             MemberEvaluation(
                 member_id=member_id,
                 previous_tier_id=previous_tier_id,
-                tier=tier,
+                tier=outcome.tier,
                 metrics=metrics,
                 explanation=explanation,
+                reason=outcome.reason,
+                review_at=outcome.review_at,
+                grace_until=outcome.grace_until,
+                writes=writes,
             )
         )
     return evaluations
 
 
-def _reason(ladder: Ladder, evaluation: MemberEvaluation) -> str:
-    previous = ladder.by_id(evaluation.previous_tier_id)
-    if previous is None:
-        return TierChange.Reason.INITIAL
-    if evaluation.tier.rank > previous.rank:
-        return TierChange.Reason.PROMOTION
-    return TierChange.Reason.DEMOTION
-
-
 def _apply(
     ladder: Ladder, evaluations: list[MemberEvaluation], as_of: dt.datetime
 ) -> Counter[str]:
-    """Write tier changes and their history rows for one chunk."""
+    """Write the chunk's tier, review and grace changes and their history rows.
+
+    Members are updated with one UPDATE per distinct (tier, review, grace)
+    combination, which a chunk evaluated at one moment has few of.
+    """
     now = timezone.now()
-    changed = [e for e in evaluations if e.changed]
     reasons: Counter[str] = Counter()
-    if not changed:
+    writes = [e for e in evaluations if e.writes]
+    recorded = [e for e in evaluations if e.reason]
+    if not writes and not recorded:
         return reasons
-    by_target: dict[int, list[int]] = defaultdict(list)
-    for evaluation in changed:
-        by_target[evaluation.tier.id].append(evaluation.member_id)
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for evaluation in writes:
+        key = (
+            evaluation.tier.id,
+            evaluation.changed,
+            evaluation.review_at,
+            evaluation.grace_until,
+        )
+        groups[key].append(evaluation.member_id)
     history = []
-    for evaluation in changed:
-        reason = _reason(ladder, evaluation)
-        reasons[reason] += 1
+    for evaluation in recorded:
+        assert evaluation.reason is not None
+        reasons[evaluation.reason] += 1
         history.append(
             TierChange(
                 member_id=evaluation.member_id,
@@ -205,16 +249,26 @@ def _apply(
                 to_tier_id=evaluation.tier.id,
                 changed_at=now,
                 as_of=as_of,
-                reason=reason,
+                reason=evaluation.reason,
+                review_at=evaluation.review_at,
                 explanation=evaluation.explanation or {},
                 version_id=ladder.version_id,
             )
         )
     with transaction.atomic():
-        for tier_id, member_ids in by_target.items():
-            Member.objects.filter(pk__in=member_ids).update(
-                tier_id=tier_id, tier_since=now
-            )
+        for (
+            tier_id,
+            tier_changed,
+            review_at,
+            grace_until,
+        ), member_ids in groups.items():
+            fields: dict[str, Any] = {
+                "review_at": review_at,
+                "grace_until": grace_until,
+            }
+            if tier_changed:
+                fields.update(tier_id=tier_id, tier_since=now)
+            Member.objects.filter(pk__in=member_ids).update(**fields)
         TierChange.objects.bulk_create(history, batch_size=2000)
     return reasons
 
@@ -230,7 +284,9 @@ def _member_chunks(
             chunk: list[MemberRow] = list(
                 Member.objects.filter(pk__gt=last_pk)
                 .order_by("pk")
-                .values_list("pk", "tier_id", "tier_since")[:chunk_size]
+                .values_list("pk", "tier_id", "tier_since", "review_at", "grace_until")[
+                    :chunk_size
+                ]
             )
             if not chunk:
                 return
@@ -243,7 +299,7 @@ def _member_chunks(
             chunk = list(
                 Member.objects.filter(pk__in=part)
                 .order_by("pk")
-                .values_list("pk", "tier_id", "tier_since")
+                .values_list("pk", "tier_id", "tier_since", "review_at", "grace_until")
             )
             yield chunk, False
 
@@ -305,11 +361,13 @@ def evaluate(
             reasons = _apply(ladder, evaluations, as_of)
             kept.extend(e for e in evaluations if e.changed)
         else:
-            reasons = Counter(_reason(ladder, e) for e in evaluations if e.changed)
+            reasons = Counter(e.reason for e in evaluations if e.reason)
             kept.extend(evaluations)
         summary.promoted += reasons[TierChange.Reason.PROMOTION]
         summary.demoted += reasons[TierChange.Reason.DEMOTION]
         summary.initial += reasons[TierChange.Reason.INITIAL]
+        summary.renewed += reasons[TierChange.Reason.RENEWAL]
+        summary.in_grace += reasons[TierChange.Reason.GRACE]
     logger.info(
         "evaluation finished as_of=%s evaluated=%d promoted=%d demoted=%d initial=%d",
         as_of.isoformat(),
@@ -327,7 +385,13 @@ def explain_member(
     """Evaluate one member without writing anything, for pages and support staff."""
     as_of = as_of or timezone.now()
     ladder = ladder or Ladder.load(as_of=as_of)
-    row: MemberRow = (member.pk, member.tier_id, member.tier_since)
+    row: MemberRow = (
+        member.pk,
+        member.tier_id,
+        member.tier_since,
+        member.review_at,
+        member.grace_until,
+    )
     (evaluation,) = _evaluate_chunk(ladder, [row], None, as_of, explain_all=True)
     return evaluation
 

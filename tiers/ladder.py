@@ -13,7 +13,14 @@ from django.conf import settings
 from django.utils import timezone
 
 from tiers.metrics import ZERO, KindCatalogue, MetricSpec, WindowSpec
-from tiers.models import Requirement, RuleGroup, RuleVersion, TierRule
+from tiers.models import (
+    Downgrade,
+    Requirement,
+    RuleGroup,
+    RuleVersion,
+    TierRule,
+    Validity,
+)
 
 
 class LadderError(Exception):
@@ -122,6 +129,16 @@ class TierRuleSet:
     colour: str
     entry: GroupRule | None
     retention: GroupRule | None
+    validity: str = Validity.CONTINUOUS
+    validity_months: int | None = None
+    downgrade: str = Downgrade.TO_QUALIFIED
+    grace_days: int = 0
+    demote_between_reviews: bool = False
+
+    @property
+    def reviewed(self) -> bool:
+        """Whether a hold on this tier lasts until a review date."""
+        return self.validity != Validity.CONTINUOUS
 
     def holds(self, metrics: dict[str, Decimal], *, retention: bool = False) -> bool:
         group = (self.retention or self.entry) if retention else self.entry
@@ -181,6 +198,12 @@ class Ladder:
             if tier.id == tier_id:
                 return tier
         return None
+
+    def below(self, tier_id: int) -> TierRuleSet:
+        """Return the next tier down from ``tier_id``, or the base tier."""
+        current = self.by_id(tier_id)
+        lower = [t for t in self.tiers if current is not None and t.rank < current.rank]
+        return lower[-1] if lower else self.base
 
     def above(self, tier_id: int | None) -> TierRuleSet | None:
         """Return the next tier up from ``tier_id``, or the base for no tier."""
@@ -289,6 +312,11 @@ class Ladder:
                     retention=build(groups[rule.retention_id])
                     if rule.retention_id
                     else None,
+                    validity=rule.validity,
+                    validity_months=rule.validity_months,
+                    downgrade=rule.downgrade,
+                    grace_days=rule.grace_days,
+                    demote_between_reviews=rule.demote_between_reviews,
                 )
             )
         if not tiers:

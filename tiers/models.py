@@ -250,8 +250,21 @@ class RuleGroup(DraftOnlyModel):
             )
 
 
+class Validity(models.TextChoices):
+    CONTINUOUS = "continuous", _("No review: re-checked at every evaluation")
+    MONTHS = "months", _("N months from reaching it")
+    CALENDAR_YEAR = "calendar_year", _("To the end of the calendar year")
+
+
+class Downgrade(models.TextChoices):
+    ONE_STEP = "one_step", _("Drop one tier")
+    TO_QUALIFIED = "to_qualified", _("Drop to the tier still qualified for")
+    TO_BASE = "to_base", _("Drop to the base tier")
+
+
 class TierRule(DraftOnlyModel):
-    """A tier's rules in one version: what enters it and what keeps it at review."""
+    """A tier's rules in one version: what enters it, what keeps it at review,
+    how long a hold lasts and what a failed review does."""
 
     version = models.ForeignKey(
         RuleVersion, on_delete=models.CASCADE, related_name="tier_rules"
@@ -277,6 +290,42 @@ class TierRule(DraftOnlyModel):
             "What keeps the tier at review; empty means the entry requirements."
         ),
     )
+    validity = models.CharField(
+        _("validity"),
+        max_length=16,
+        choices=Validity,
+        default=Validity.CONTINUOUS,
+        help_text=_(
+            "When a member's hold on the tier is reviewed. Between reviews a "
+            "member only moves up."
+        ),
+    )
+    validity_months = models.PositiveSmallIntegerField(
+        _("months"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("For 'N months from reaching it': the N."),
+    )
+    downgrade = models.CharField(
+        _("at a failed review"),
+        max_length=16,
+        choices=Downgrade,
+        default=Downgrade.TO_QUALIFIED,
+    )
+    grace_days = models.PositiveSmallIntegerField(
+        _("grace days"),
+        default=0,
+        help_text=_("Days after a failed review before the drop, to catch up."),
+    )
+    demote_between_reviews = models.BooleanField(
+        _("drop between reviews"),
+        default=False,
+        help_text=_(
+            "Drop at once when refunds or expiring activity break the retention "
+            "rules, instead of waiting for the review."
+        ),
+    )
     history = HistoricalRecords()
 
     class Meta:
@@ -291,6 +340,18 @@ class TierRule(DraftOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.tier} · v{self.version.number}"
+
+    def clean(self) -> None:
+        if self.validity == Validity.MONTHS and not self.validity_months:
+            raise ValidationError(
+                {
+                    "validity_months": _(
+                        "Enter how many months a hold on the tier lasts."
+                    )
+                }
+            )
+        if self.validity != Validity.MONTHS:
+            self.validity_months = None
 
     def rule_version_id(self) -> int | None:
         return self.version_id
@@ -515,6 +576,8 @@ class TierChange(models.Model):
         INITIAL = "initial", _("First evaluation")
         PROMOTION = "promotion", _("Promotion")
         DEMOTION = "demotion", _("Demotion")
+        RENEWAL = "renewal", _("Kept at review")
+        GRACE = "grace", _("Review failed, grace period started")
 
     member = models.ForeignKey(
         "members.Member", on_delete=models.CASCADE, related_name="tier_changes"
@@ -536,6 +599,12 @@ class TierChange(models.Model):
         _("evaluated as of"), help_text=_("The moment the metrics were computed for.")
     )
     reason = models.CharField(_("reason"), max_length=16, choices=Reason)
+    review_at = models.DateTimeField(
+        _("next review"),
+        null=True,
+        blank=True,
+        help_text=_("When the tier this change set is next reviewed."),
+    )
     explanation = models.JSONField(
         _("explanation"),
         help_text=_(

@@ -18,12 +18,14 @@ from simple_history.utils import bulk_create_with_history
 
 from members.models import ActivityKind, Channel
 from tiers.models import (
+    Downgrade,
     GrowthWeight,
     Requirement,
     RuleGroup,
     RuleVersion,
     Tier,
     TierRule,
+    Validity,
     Window,
 )
 
@@ -71,6 +73,11 @@ class TierSpec:
     tier: Tier
     entry: Group | Need | None = None
     retention: Group | Need | None = None
+    validity: str = Validity.CONTINUOUS
+    validity_months: int | None = None
+    downgrade: str = Downgrade.TO_QUALIFIED
+    grace_days: int = 0
+    demote_between_reviews: bool = False
 
 
 @dataclass
@@ -146,7 +153,15 @@ def build(spec: VersionSpec, *, user: Any = None) -> RuleVersion:
             else None
         )
         TierRule.objects.create(
-            version=version, tier=tier_spec.tier, entry=entry, retention=retention
+            version=version,
+            tier=tier_spec.tier,
+            entry=entry,
+            retention=retention,
+            validity=tier_spec.validity,
+            validity_months=tier_spec.validity_months,
+            downgrade=tier_spec.downgrade,
+            grace_days=tier_spec.grace_days,
+            demote_between_reviews=tier_spec.demote_between_reviews,
         )
     kinds = {kind.code: kind for kind in ActivityKind.objects.all()}
     for weight in spec.weights:
@@ -219,6 +234,11 @@ def copy_to_draft(
                 tier_id=rule.tier_id,
                 entry=new_ids[rule.entry_id] if rule.entry_id else None,
                 retention=new_ids[rule.retention_id] if rule.retention_id else None,
+                validity=rule.validity,
+                validity_months=rule.validity_months,
+                downgrade=rule.downgrade,
+                grace_days=rule.grace_days,
+                demote_between_reviews=rule.demote_between_reviews,
             )
             for rule in TierRule.objects.filter(version=source)
         ],
