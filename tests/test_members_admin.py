@@ -16,7 +16,7 @@ from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from members.admin import render_explanation
 from members.importing.service import import_file
@@ -27,6 +27,15 @@ from tiers.models import TierChange
 
 CSV_FORMAT = "0"
 XLSX_FORMAT = "1"
+
+
+@pytest.fixture(autouse=True)
+def english(client):
+    """Ask for English pages: the program's default language is Chinese, and
+    these tests read the English messages."""
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture
