@@ -267,3 +267,6 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+
+# Review settings
+CRM_REVIEW_WARNING_DAYS = env_int("CRM_REVIEW_WARNING_DAYS", 30)

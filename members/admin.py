@@ -13,7 +13,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -34,7 +34,7 @@ from members.importing.formats import FORMATS
 from members.importing.sizes import size_limit_message
 from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
 from members.resources import ActivityResource, ImportResult, MemberResource
-from tiers.evaluation import explain_member
+from tiers.evaluation import MemberEvaluation, evaluate, explain_member
 from tiers.explaining import activities_that_counted
 from tiers.formatting import format_metric_value
 from tiers.ladder import LadderError
@@ -232,6 +232,16 @@ def render_explanation(explanation: dict | None) -> str:
     return render_to_string("admin/members/tier_explanation.html", context)
 
 
+def tier_change_message(evaluation: MemberEvaluation, member: str) -> tuple[str, int]:
+    """Return the admin message and its level for a member's new tier."""
+    values = {"member": member, "tier": evaluation.tier.name}
+    if evaluation.reason == TierChange.Reason.PROMOTION:
+        return _("%(member)s was promoted to %(tier)s.") % values, messages.SUCCESS
+    if evaluation.reason == TierChange.Reason.DEMOTION:
+        return _("%(member)s was demoted to %(tier)s.") % values, messages.WARNING
+    return _("%(member)s was placed in %(tier)s.") % values, messages.INFO
+
+
 class ChannelIdentityInline(admin.TabularInline):
     model = ChannelIdentity
     fields = ("channel", "external_id")
@@ -300,10 +310,29 @@ class MemberAdmin(FileImportExportAdmin):
     list_select_related = ("tier",)
     list_filter = ("tier",)
     search_fields = ("name", "phone", "phone_e164", "email", "identities__external_id")
-    readonly_fields = ("phone_e164", "tier", "tier_since", "current_evaluation")
+    # Tier evaluation alone sets the tier and its review and grace dates.
+    readonly_fields = (
+        "phone_e164",
+        "tier",
+        "tier_since",
+        "review_at",
+        "grace_until",
+        "current_evaluation",
+    )
     fieldsets = (
         (None, {"fields": ("name", "phone", "phone_e164", "email", "joined_on")}),
-        (_("Tier"), {"fields": ("tier", "tier_since", "current_evaluation")}),
+        (
+            _("Tier"),
+            {
+                "fields": (
+                    "tier",
+                    "tier_since",
+                    "review_at",
+                    "grace_until",
+                    "current_evaluation",
+                )
+            },
+        ),
     )
     inlines = (ChannelIdentityInline, TierChangeInline)
 
@@ -381,6 +410,51 @@ class ActivityAdmin(FileImportExportAdmin):
     def get_import_resource_classes(self, request: HttpRequest) -> list[type]:
         # Export keeps ActivityResource, so its form field names stay the same.
         return [ActivityResource]
+
+    def save_model(
+        self, request: HttpRequest, obj: Activity, form: Any, change: bool
+    ) -> None:
+        """Save the activity, then re-evaluate its member in the same request.
+
+        The admin wraps the save in a transaction, so an unexpected
+        evaluation error rolls the activity back as well. Without a rule
+        version in effect (LadderError) the activity is kept with a warning.
+        An edit that moves the activity to another member re-evaluates the
+        previous member too.
+        """
+        super().save_model(request, obj, form, change)
+
+        member_ids = {obj.member_id}
+        previous_member_id = form.initial.get("member") if change else None
+        if previous_member_id is not None:
+            member_ids.add(int(previous_member_id))
+        try:
+            changes = evaluate(member_ids)[1]
+        except LadderError as error:
+            logger.warning(
+                "activity saved without tier evaluation activity_id=%s "
+                "member_ids=%s error=%s",
+                obj.pk,
+                sorted(member_ids),
+                error,
+            )
+            self.message_user(
+                request,
+                _("The activity was saved, but tiers were not evaluated: %(error)s")
+                % {"error": error},
+                messages.WARNING,
+            )
+            return
+
+        names = dict(
+            Member.objects.filter(pk__in=[c.member_id for c in changes]).values_list(
+                "pk", "name"
+            )
+        )
+        for evaluation in changes:
+            member = names.get(evaluation.member_id) or f"#{evaluation.member_id}"
+            message, level = tier_change_message(evaluation, member)
+            self.message_user(request, message, level)
 
 
 @admin.register(Channel)

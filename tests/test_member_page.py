@@ -16,10 +16,10 @@ from unittest import mock
 import pytest
 from django.core import signing
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from benefits.models import Benefit
-from members import links
+from members import links, views
 from members.links import (
     ExpiredMemberLink,
     InvalidMemberLink,
@@ -28,8 +28,18 @@ from members.links import (
     member_token,
 )
 from members.models import Channel, Member
-from tests.conftest import SHANGHAI, make_member, publish_spec, record
-from tiers.models import Tier
+from tests.conftest import (
+    SHANGHAI,
+    local,
+    make_member,
+    publish_spec,
+    record,
+    standard_spec,
+)
+from tiers.evaluation import evaluate
+from tiers.formatting import format_date
+from tiers.models import Tier, Validity
+from tiers.progress import last_day_held, member_progress
 from tiers.rules import Need, TierSpec, VersionSpec, all_of, any_of
 
 DAY = 24 * 60 * 60
@@ -590,3 +600,210 @@ def test_money_amounts_use_currency_setting(client, alice, settings):
 
     assert "$1,240 / $5,000" in html
     assert "¥" not in html
+
+
+# Validity, reviews and grace
+
+
+@pytest.fixture
+def reviewed_rules(tiers) -> dict[str, Tier]:
+    """Gold lasts 12 months from reaching it, then has a 30-day grace period,
+    and is kept at review with ¥2,000 of net spend in 365 days."""
+    publish_spec(
+        VersionSpec(
+            tiers=[
+                TierSpec(tiers["bronze"]),
+                TierSpec(tiers["silver"], all_of(Need("net_spend", 1000))),
+                TierSpec(
+                    tiers["gold"],
+                    all_of(Need("net_spend", 5000), Need("orders", 6)),
+                    retention=all_of(Need("net_spend", 2000)),
+                    validity=Validity.MONTHS,
+                    validity_months=12,
+                    grace_days=30,
+                ),
+                TierSpec(
+                    tiers["platinum"],
+                    all_of(Need("net_spend", 50000, window="lifetime")),
+                ),
+            ]
+        )
+    )
+    return tiers
+
+
+@pytest.fixture
+def erin(reviewed_rules, store) -> Member:
+    """Gold from noon on 31 January 2024 with six orders of ¥1,000, so her
+    review is at noon on 31 January 2025."""
+    member = make_member(store, "E-1", name="Erin Xu")
+    for day in range(26, 32):
+        record(member, store, "purchase", local(2024, 1, day), "1000")
+    evaluate([member.pk], as_of=local(2024, 1, 31, 12))
+    member.refresh_from_db()
+    assert member.tier == reviewed_rules["gold"]
+    assert member.review_at == local(2025, 1, 31, 12)
+    return member
+
+
+def page_as_of(
+    client, monkeypatch, member: Member, as_of: dt.datetime, language: str = "en"
+) -> str:
+    """Return the member page that the view renders as of ``as_of``."""
+    monkeypatch.setattr(
+        views, "member_progress", lambda shown: member_progress(shown, as_of)
+    )
+    response = client.get(member_page_url(member), HTTP_ACCEPT_LANGUAGE=language)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_page_validity_of_reviewed_tier(client, monkeypatch, erin):
+    html = page_as_of(client, monkeypatch, erin, local(2024, 6, 1))
+
+    assert '<p class="tier-hold">Valid until 31 Jan 2025; reviewed then</p>' in html
+    # The review falls in a later year than the page's date, so the heading
+    # shows its year.
+    assert "To keep Gold at the review on 31 Jan 2025" in html
+    assert "What keeps Gold" not in html
+    assert "You meet these, so you keep Gold." in html
+
+
+def test_page_validity_in_chinese(client, monkeypatch, erin):
+    html = page_as_of(client, monkeypatch, erin, local(2024, 6, 1), "zh-hans")
+
+    assert "有效期至2025年1月31日，届时复核" in html
+    assert "Gold保级条件（2025年1月31日复核）" in html
+
+
+def test_page_review_heading_in_review_year(client, monkeypatch, erin):
+    english = page_as_of(client, monkeypatch, erin, local(2025, 1, 10))
+    chinese = page_as_of(client, monkeypatch, erin, local(2025, 1, 10), "zh-hans")
+
+    assert "To keep Gold at the review on 31 January" in english
+    assert "Valid until 31 Jan 2025; reviewed then" in english
+    assert "Gold保级条件（1月31日复核）" in chinese
+
+
+def test_page_unmet_retention_waits_for_review(client, monkeypatch, erin, store):
+    record(erin, store, "refund", local(2024, 3, 1), "-5000")
+
+    english = page_as_of(client, monkeypatch, erin, local(2024, 6, 1))
+    chinese = page_as_of(client, monkeypatch, erin, local(2024, 6, 1), "zh-hans")
+
+    assert "Valid until 31 Jan 2025; reviewed then" in english
+    assert "Not met yet. Meet these by 31 Jan 2025 to keep Gold." in english
+    assert "by the next evaluation" not in english
+    assert "尚未满足。请在2025年1月31日前达成以下条件，以保持Gold等级。" in chinese
+
+
+def test_page_renewed_hold_shows_next_review(client, monkeypatch, erin, store):
+    for day in range(1, 7):
+        record(erin, store, "purchase", local(2025, 1, day), "1000")
+
+    english = page_as_of(client, monkeypatch, erin, local(2025, 2, 5))
+    chinese = page_as_of(client, monkeypatch, erin, local(2025, 2, 5), "zh-hans")
+
+    # No review job ran, so the page shows what the renewal would store.
+    assert "Valid until 31 Jan 2026; reviewed then" in english
+    assert "有效期至2026年1月31日，届时复核" in chinese
+
+
+def test_page_grace_period(client, monkeypatch, erin):
+    # The review at noon on 31 January 2025 found no spend in its window.
+    english = page_as_of(client, monkeypatch, erin, local(2025, 2, 5))
+    chinese = page_as_of(client, monkeypatch, erin, local(2025, 2, 5), "zh-hans")
+
+    assert (
+        '<p class="tier-hold in-grace">In a grace period until 2 Mar 2025. '
+        "Meet the requirements to keep Gold by then.</p>"
+    ) in english
+    assert "Valid until" not in english
+    assert "To keep Gold by 2 March" in english
+    assert "Not met yet. Meet these by 2 March to keep Gold." in english
+    assert "宽限期至2025年3月2日，请在此之前达成保级条件，以保持Gold等级。" in chinese
+    assert "Gold保级条件（3月2日前达成）" in chinese
+
+
+def test_page_grace_stored_by_review_job(client, monkeypatch, erin):
+    evaluate([erin.pk], as_of=local(2025, 2, 1))
+    erin.refresh_from_db()
+    assert erin.grace_until == local(2025, 3, 2, 12)
+
+    html = page_as_of(client, monkeypatch, erin, local(2025, 2, 20))
+
+    assert "In a grace period until 2 Mar 2025." in html
+
+
+def test_page_after_grace_shows_no_hold(client, monkeypatch, erin):
+    html = page_as_of(client, monkeypatch, erin, local(2025, 3, 3))
+
+    # The drop is due, so the next evaluation settles the tier.
+    assert "tier-hold" not in html
+    assert "What keeps Gold" in html
+
+
+def test_midnight_review_reads_day_before(tiers, store):
+    spec = standard_spec(tiers)
+    spec.tiers[2].validity = Validity.CALENDAR_YEAR
+    publish_spec(spec)
+    member = make_member(store, "Y-1")
+    for day in range(1, 7):
+        record(member, store, "purchase", local(2024, 3, day), "1000")
+    evaluate([member.pk], as_of=local(2024, 3, 10))
+    member = Member.objects.select_related("tier").get(pk=member.pk)
+    assert member.review_at == local(2025, 1, 1)
+
+    with translation.override("en"):
+        progress = member_progress(member, local(2024, 6, 1))
+
+    assert progress.hold is not None
+    assert progress.hold.text == "Valid until 31 Dec 2024; reviewed then"
+
+
+def test_page_no_validity_for_continuous_tier(client, alice):
+    english = client.get(
+        member_page_url(alice), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+    chinese = client.get(member_page_url(alice)).content.decode()
+
+    assert "tier-hold" not in english
+    assert "Valid until" not in english
+    assert "有效期至" not in chinese
+
+
+def test_page_validity_as_of_now(client, reviewed_rules, store):
+    """The view itself, without a moved clock, shows the stored review date."""
+    member = make_member(store, "F-1", name="Fang Liu")
+    reached = timezone.now() - dt.timedelta(days=10)
+    for day in range(6):
+        record(
+            member, store, "purchase", reached - dt.timedelta(days=day, hours=1), "1000"
+        )
+    evaluate([member.pk], as_of=reached)
+    member.refresh_from_db()
+    with translation.override("en"):
+        review_day = format_date(last_day_held(member.review_at))
+
+    html = client.get(
+        member_page_url(member), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+
+    assert f"Valid until {review_day}; reviewed then" in html
+
+
+def test_page_reviewed_tier_query_count(
+    client, monkeypatch, erin, django_assert_num_queries
+):
+    monkeypatch.setattr(
+        views,
+        "member_progress",
+        lambda shown: member_progress(shown, local(2025, 2, 5)),
+    )
+
+    # The same ten queries as test_page_query_count_is_flat lists: the review
+    # and grace dates come with the member and the evaluation.
+    with django_assert_num_queries(10):
+        response = client.get(member_page_url(erin))
+
+    assert response.context["progress"].hold.in_grace

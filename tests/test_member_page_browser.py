@@ -13,6 +13,8 @@ from benefits.models import Benefit
 from members.links import member_page_url
 from members.models import Member
 from tests.conftest import make_member, publish_spec, record
+from tiers.evaluation import evaluate
+from tiers.models import Validity
 from tiers.rules import Need, TierSpec, VersionSpec, all_of, any_of, at_least
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -248,4 +250,52 @@ def test_invalid_link_in_browser(live_server, db, chromium):
 
     assert response.status == 404
     assert page.get_by_role("heading", name="This link is not valid").is_visible()
+    context.close()
+
+
+@pytest.fixture
+def gold_member_in_grace(tiers, store) -> Member:
+    """A Gold member whose yearly review, four or five days ago, found no
+    spend, so Gold is held for a 30-day grace period."""
+    publish_spec(
+        VersionSpec(
+            tiers=[
+                TierSpec(tiers["bronze"]),
+                TierSpec(tiers["silver"], all_of(Need("net_spend", 1000))),
+                TierSpec(
+                    tiers["gold"],
+                    all_of(Need("net_spend", 5000), Need("orders", 6)),
+                    retention=all_of(Need("net_spend", 2000)),
+                    validity=Validity.MONTHS,
+                    validity_months=12,
+                    grace_days=30,
+                ),
+            ]
+        )
+    )
+    member = make_member(store, "R-1", name="Chen Jing")
+    reached = timezone.now() - dt.timedelta(days=370)
+    for day in range(6):
+        record(member, store, "purchase", reached - dt.timedelta(days=day + 1), "1000")
+    evaluate([member.pk], as_of=reached)
+    return member
+
+
+def test_grace_note_on_phone(live_server, gold_member_in_grace, chromium):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = chromium.new_context(viewport=PHONE, locale="en-US")
+    page = context.new_page()
+
+    response = page.goto(live_server.url + member_page_url(gold_member_in_grace))
+
+    assert response.status == 200
+    note = page.locator(".tier-hold.in-grace")
+    assert note.is_visible()
+    assert note.inner_text().startswith("In a grace period until ")
+    background = note.evaluate("element => getComputedStyle(element).backgroundColor")
+    assert background == "rgb(255, 246, 214)"
+    assert page.get_by_role("heading", name="To keep Gold by ").is_visible()
+    page_width = page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= PHONE["width"]
+    page.screenshot(path=ARTIFACTS / "member_page_grace_en.png", full_page=True)
     context.close()

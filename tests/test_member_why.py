@@ -21,6 +21,7 @@ def support(client):
     )
     user.user_permissions.add(Permission.objects.get(codename="view_member"))
     client.force_login(user)
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
     return client
 
 

@@ -220,3 +220,15 @@ def test_review_run_twice_changes_nothing(tiers, store):
     assert summary.changed == 0
     assert summary.in_grace == 0
     assert TierChange.objects.filter(member=member).count() == rows
+
+
+def test_drop_between_reviews_skips_grace(tiers, store):
+    reviewed_ladder(tiers, demote_between_reviews=True, grace_days=30)
+    member = reach_gold(store)
+    record(member, store, "refund", local(2024, 3, 1), "-4000")
+
+    evaluate(as_of=local(2024, 3, 2))
+
+    member.refresh_from_db()
+    assert member.tier.name == "Silver"
+    assert member.grace_until is None

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
-from django.utils import timezone
+from django.core.exceptions import ValidationError
+from django.utils import timezone, translation
 from django_q.models import OrmQ, Schedule
 
 from members.models import Channel
@@ -23,6 +24,7 @@ from tiers.models import (
     RuleVersion,
     TierChange,
     TierRule,
+    Validity,
 )
 from tiers.publishing import PublishError, publish
 from tiers.rules import (
@@ -42,6 +44,13 @@ from tiers.validation import version_problems
 pytestmark = pytest.mark.django_db
 
 AS_OF = local(2024, 6, 30, 12, 0)
+
+
+@pytest.fixture(autouse=True)
+def english():
+    """Read messages in English; the program's default language is Chinese."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture
@@ -576,3 +585,84 @@ def test_simulation_matches_publish(ladder, store, editor):
     for member in [*members, silver]:
         assert tier_of(member) == predicted[member.pk]
     assert len(predicted) == 3
+
+
+# Guards found by QA
+
+
+def test_published_version_row_cannot_change(ladder):
+    version = RuleVersion.objects.get()
+    version.effective_from = timezone.now() + dt.timedelta(days=365)
+
+    with pytest.raises(PublishedVersionError, match="is published and cannot change"):
+        version.save()
+    with pytest.raises(PublishedVersionError, match="cannot be deleted"):
+        version.delete()
+
+
+def test_group_cannot_leave_published_version(ladder, editor):
+    draft = copy_to_draft(RuleVersion.objects.get(), user=editor)
+    group = RuleGroup.objects.filter(version__status="published").first()
+    group.version = draft
+
+    with pytest.raises(PublishedVersionError):
+        group.save()
+
+
+def test_window_longer_than_ten_years_rejected(tiers):
+    draft = build(standard_spec(tiers))
+    requirement = Requirement.objects.filter(version=draft).first()
+    requirement.window_days = 3_000_000
+
+    with pytest.raises(ValidationError) as raised:
+        requirement.full_clean()
+
+    assert raised.value.error_dict["window_days"][0].code == "max_value"
+
+
+def test_tier_left_out_of_version_is_a_demotion(ladder, store, editor):
+    member = gold_member(store, recent=True)
+    evaluate()
+    spec = standard_spec(ladder)
+    spec.tiers = [t for t in spec.tiers if t.tier.name != "Gold"]
+    publish(build(spec), user=editor, reason="no more Gold", policy="reevaluate")
+
+    evaluate()
+
+    latest = TierChange.objects.filter(member=member).first()
+    assert tier_of(member) == "Silver"
+    assert latest.reason == TierChange.Reason.DEMOTION
+    assert latest.from_tier.name == "Gold"
+
+
+def test_grandfather_keeps_tier_left_out_of_version(ladder, store, editor):
+    member = gold_member(store, recent=True)
+    evaluate()
+    spec = standard_spec(ladder)
+    spec.tiers = [t for t in spec.tiers if t.tier.name != "Gold"]
+    publish(build(spec), user=editor, reason="no more Gold", policy="grandfather")
+
+    summary, _ = evaluate()
+
+    assert tier_of(member) == "Gold"
+    assert summary.changed == 0
+
+
+def test_grandfather_ends_at_review(tiers, store, editor):
+    spec = standard_spec(tiers)
+    spec.tiers[2].validity = Validity.MONTHS
+    spec.tiers[2].validity_months = 1
+    publish_spec(spec)
+    member = gold_member(store, recent=True)
+    evaluate()
+    member.refresh_from_db()
+    stricter = gold_needs(tiers, 9000)
+    stricter.tiers[2].validity = Validity.MONTHS
+    stricter.tiers[2].validity_months = 1
+    publish(build(stricter), user=editor, reason="x", policy="grandfather")
+
+    evaluate()
+    assert tier_of(member) == "Gold"
+
+    evaluate(as_of=member.review_at + dt.timedelta(seconds=1))
+    assert tier_of(member) == "Silver"

@@ -434,7 +434,7 @@ def test_movers_export_opens_in_openpyxl(editor, six_members, stricter_draft):
     workbook = openpyxl.load_workbook(io.BytesIO(response.content), read_only=True)
     rows = list(workbook["Movers"].iter_rows(values_only=True))
     header, body = rows[0], rows[1:]
-    assert header[:5] == ("member_id", "name", "from_tier", "to_tier", "direction")
+    assert header[:5] == ("Member ID", "Member", "From", "To", "Direction")
     moves = {row[1]: (row[2], row[3], row[4]) for row in body}
     assert moves == {
         "falls": ("Silver", "Bronze", "down"),

@@ -241,7 +241,16 @@ def _may_edit_parts(request: HttpRequest, version: RuleVersion | None) -> bool:
 
 class TierRuleInline(VersionPartInline):
     model = TierRule
-    fields = ["tier", "entry", "retention"]
+    fields = [
+        "tier",
+        "entry",
+        "retention",
+        "validity",
+        "validity_months",
+        "downgrade",
+        "grace_days",
+        "demote_between_reviews",
+    ]
     verbose_name_plural = _("tiers in this version")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TierRule]:
@@ -709,6 +718,7 @@ class TierChangeAdmin(admin.ModelAdmin):
         "from_tier",
         "to_tier",
         "reason",
+        "review_at",
         "version",
         "changed_at",
         "as_of",

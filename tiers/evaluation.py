@@ -110,13 +110,16 @@ def _hold_by_policy(
     decided: TierRuleSet,
     previous_tier_id: int | None,
     tier_since: dt.datetime | None,
+    review_at: dt.datetime | None,
     has_new_activity: bool,
+    as_of: dt.datetime,
 ) -> tuple[TierRuleSet, str]:
     """Apply the version's publish policy to a decision; return the tier and why.
 
     "new_activity" keeps a placed member's tier until activity is recorded
-    after the version took effect. "grandfather" never lowers a tier that was
-    reached before the version took effect.
+    after the version took effect. "grandfather" does not lower a tier reached
+    before the version took effect until that tier's next review; a tier
+    without reviews stays until another version is published.
     """
     previous = ladder.by_id(previous_tier_id)
     if previous is None or ladder.effective_from is None:
@@ -124,13 +127,13 @@ def _hold_by_policy(
     if ladder.policy == RuleVersion.Policy.NEW_ACTIVITY and not has_new_activity:
         return previous, RuleVersion.Policy.NEW_ACTIVITY
     placed_before = tier_since is not None and tier_since < ladder.effective_from
+    before_review = review_at is None or as_of < review_at
     if (
         ladder.policy == RuleVersion.Policy.GRANDFATHER
         and placed_before
+        and before_review
         and previous.rank > decided.rank
     ):
-        # TODO: end grandfathering at each member's review date once tiers
-        # have review periods; until then it lasts until the next publish.
         return previous, RuleVersion.Policy.GRANDFATHER
     return decided, ""
 
@@ -164,7 +167,9 @@ def _evaluate_chunk(
             decided,
             previous_tier_id,
             tier_since,
+            review_at,
             member_id in with_new_activity,
+            as_of,
         )
         outcome = decide_with_reviews(
             ladder,

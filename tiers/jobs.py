@@ -1,20 +1,129 @@
-"""Background jobs on django-q2. Delivery is at least once, so each is idempotent."""
+"""Background jobs on django-q2. Delivery is at least once, so each is idempotent.
+
+Jobs that evaluate every member run under one JobLock, so an overlapping run
+(a retried delivery, a re-evaluation during the nightly reviews) cannot
+record the same tier change twice.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import cast
 
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
 from tiers.evaluation import evaluate
-from tiers.ladder import Ladder
-from tiers.models import RuleVersion
+from tiers.ladder import Ladder, LadderError
+from tiers.models import JobLock, RuleVersion
+from tiers.warnings import record_review_warnings
 
 logger = logging.getLogger(__name__)
 
 REEVALUATE_TASK = "tiers.jobs.reevaluate_everyone"
+NIGHTLY_REVIEWS_TASK = "tiers.jobs.run_nightly_reviews"
+# The lock shared by every job that evaluates all members.
+EVALUATION_LOCK = "tier-evaluation"
+# How long a re-evaluation that found the lock taken waits before it tries again.
+REEVALUATION_RETRY_DELAY = dt.timedelta(minutes=10)
+
+
+class JobBusyError(Exception):
+    """Raised by job_lock() when another run holds the lock."""
+
+
+def evaluation_lock_timeout() -> int:
+    """Return the seconds after which a held evaluation lock counts as abandoned.
+
+    django-q2 stops a task that runs longer than the cluster's ``timeout``,
+    so a lock held longer than that belongs to a run that was stopped before
+    it could release it.
+    """
+    return cast(int, settings.Q_CLUSTER["timeout"])
+
+
+def _acquire(name: str, timeout: float, token: str) -> bool:
+    now = timezone.now()
+    fields = {"running": True, "locked_at": now, "token": token}
+    # A free lock and an abandoned one are taken by separate conditional
+    # UPDATEs, so that taking over an abandoned lock can be logged.
+    if JobLock.objects.filter(name=name, running=False).update(**fields):
+        return True
+    expired = now - dt.timedelta(seconds=timeout)
+    abandoned = Q(locked_at__isnull=True) | Q(locked_at__lt=expired)
+    if JobLock.objects.filter(abandoned, name=name).update(**fields):
+        logger.warning(
+            "job lock %s taken over: the previous run held it for more than %s "
+            "seconds without releasing it",
+            name,
+            timeout,
+        )
+        return True
+    if JobLock.objects.filter(name=name).exists():
+        return False
+    try:
+        # The savepoint keeps an outer transaction usable after a lost race.
+        with transaction.atomic():
+            JobLock.objects.create(name=name, **fields)
+    except IntegrityError:
+        # Another run inserted the first row for this name since the check.
+        return False
+    return True
+
+
+def _release(name: str, token: str) -> None:
+    released = JobLock.objects.filter(name=name, token=token).update(
+        running=False, token=""
+    )
+    if not released:
+        logger.warning(
+            "job lock %s was taken over by another run before this run released "
+            "it; the run took longer than the lock timeout",
+            name,
+        )
+
+
+@contextmanager
+def job_lock(name: str, timeout: float) -> Iterator[None]:
+    """Hold the lock ``name`` while the block runs, or raise JobBusyError.
+
+    Each UPDATE or INSERT that takes the lock is atomic on SQLite and
+    PostgreSQL, so of two runs that start together exactly one gets it. A
+    lock held for more than ``timeout`` seconds is taken over, because its
+    run was killed before it could release it. Use it outside a transaction:
+    inside one, other processes see the lock only after the commit.
+    """
+    token = uuid.uuid4().hex
+    if not _acquire(name, timeout, token):
+        raise JobBusyError(
+            f"Job lock {name!r} is held by another run; try again when it ends "
+            f"or after {timeout} seconds."
+        )
+    try:
+        yield
+    finally:
+        _release(name, token)
+
+
+def _schedule_reevaluation(version: RuleVersion, run_at: dt.datetime) -> None:
+    Schedule.objects.update_or_create(
+        name=f"reevaluate-v{version.number}",
+        defaults={
+            "func": REEVALUATE_TASK,
+            "args": repr(version.pk),
+            "schedule_type": Schedule.ONCE,
+            "next_run": run_at,
+            "repeats": 1,
+        },
+    )
 
 
 def queue_reevaluation(version: RuleVersion) -> None:
@@ -26,16 +135,7 @@ def queue_reevaluation(version: RuleVersion) -> None:
         )
         logger.info("queued re-evaluation for rule version %d", version.number)
         return
-    Schedule.objects.update_or_create(
-        name=f"reevaluate-v{version.number}",
-        defaults={
-            "func": REEVALUATE_TASK,
-            "args": repr(version.pk),
-            "schedule_type": Schedule.ONCE,
-            "next_run": version.effective_from,
-            "repeats": 1,
-        },
-    )
+    _schedule_reevaluation(version, version.effective_from)
     logger.info(
         "scheduled re-evaluation for rule version %d at %s",
         version.number,
@@ -48,6 +148,8 @@ def reevaluate_everyone(version_id: int) -> dict[str, int]:
 
     Running it twice changes nothing more: evaluation writes a tier change
     only where the tier differs. A newer version in effect makes it a no-op.
+    When another evaluation job holds the lock, it schedules itself again
+    REEVALUATION_RETRY_DELAY later and returns zero counts.
     """
     now = timezone.now()
     in_effect = RuleVersion.objects.in_effect(now)
@@ -57,8 +159,21 @@ def reevaluate_everyone(version_id: int) -> dict[str, int]:
             version_id,
         )
         return {"evaluated": 0, "changed": 0}
-    logger.info("re-evaluation started for rule version %d", in_effect.number)
-    summary, _ = evaluate(as_of=now, ladder=Ladder.load(in_effect))
+    try:
+        with job_lock(EVALUATION_LOCK, evaluation_lock_timeout()):
+            logger.info("re-evaluation started for rule version %d", in_effect.number)
+            summary, _ = evaluate(as_of=now, ladder=Ladder.load(in_effect))
+    except JobBusyError:
+        retry_at = now + REEVALUATION_RETRY_DELAY
+        _schedule_reevaluation(in_effect, retry_at)
+        logger.info(
+            "re-evaluation for rule version %d postponed to %s: job lock %s is "
+            "held by another run",
+            in_effect.number,
+            retry_at.isoformat(),
+            EVALUATION_LOCK,
+        )
+        return {"evaluated": 0, "changed": 0}
     logger.info(
         "re-evaluation finished for rule version %d evaluated=%d changed=%d",
         in_effect.number,
@@ -66,3 +181,50 @@ def reevaluate_everyone(version_id: int) -> dict[str, int]:
         summary.changed,
     )
     return {"evaluated": summary.evaluated, "changed": summary.changed}
+
+
+def _review_everyone(as_of: dt.datetime) -> dict[str, int]:
+    logger.info("nightly reviews started as_of=%s", as_of.isoformat())
+    summary, _ = evaluate(as_of=as_of)
+    warnings = record_review_warnings(as_of)
+    counts = {
+        "evaluated": summary.evaluated,
+        "promoted": summary.promoted,
+        "demoted": summary.demoted,
+        "initial": summary.initial,
+        "renewed": summary.renewed,
+        "in_grace": summary.in_grace,
+        "warnings": warnings,
+    }
+    logger.info(
+        "nightly reviews finished as_of=%s evaluated=%d promoted=%d demoted=%d "
+        "initial=%d renewed=%d in_grace=%d warnings=%d",
+        as_of.isoformat(),
+        *counts.values(),
+    )
+    return counts
+
+
+def run_nightly_reviews(as_of: dt.datetime | None = None) -> dict[str, int]:
+    """Apply the reviews, renewals and grace ends due, then record review warnings.
+
+    Evaluates every member as of ``as_of`` (default: now) under the evaluation
+    lock and returns the counts of each outcome. A second run changes nothing
+    more: members already reviewed have a later review date, and warnings
+    are unique per member and review date. Returns {"skipped": 1} when
+    another evaluation job holds the lock, and {"evaluated": 0} when no rule
+    version is in effect.
+    """
+    as_of = as_of or timezone.now()
+    try:
+        with job_lock(EVALUATION_LOCK, evaluation_lock_timeout()):
+            return _review_everyone(as_of)
+    except JobBusyError:
+        logger.info(
+            "nightly reviews skipped: job lock %s is held by another run",
+            EVALUATION_LOCK,
+        )
+        return {"skipped": 1}
+    except LadderError as error:
+        logger.warning("nightly reviews skipped: %s", error)
+        return {"evaluated": 0}

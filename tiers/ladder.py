@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ from tiers.models import (
     Requirement,
     RuleGroup,
     RuleVersion,
+    Tier,
     TierRule,
     Validity,
 )
@@ -134,6 +135,9 @@ class TierRuleSet:
     downgrade: str = Downgrade.TO_QUALIFIED
     grace_days: int = 0
     demote_between_reviews: bool = False
+    # False for a tier that members hold but this version has no rule for:
+    # it can be kept only by a publish policy, never by its own rules.
+    in_version: bool = True
 
     @property
     def reviewed(self) -> bool:
@@ -141,6 +145,8 @@ class TierRuleSet:
         return self.validity != Validity.CONTINUOUS
 
     def holds(self, metrics: dict[str, Decimal], *, retention: bool = False) -> bool:
+        if not self.in_version:
+            return False
         group = (self.retention or self.entry) if retention else self.entry
         return group.holds(metrics) if group else True
 
@@ -179,6 +185,9 @@ class Ladder:
     effective_from: dt.datetime | None
     tiers: tuple[TierRuleSet, ...]  # ordered by rank, base first
     kinds: KindCatalogue
+    # Tiers that exist but have no rule in this version, by id, loaded on
+    # the first lookup of a tier id the version does not rule.
+    outside: dict[int, TierRuleSet] = field(default_factory=dict, compare=False)
 
     @property
     def base(self) -> TierRuleSet:
@@ -194,10 +203,31 @@ class Ladder:
         return specs
 
     def by_id(self, tier_id: int | None) -> TierRuleSet | None:
+        """Return a tier of this version, or a tier outside it that members hold."""
         for tier in self.tiers:
             if tier.id == tier_id:
                 return tier
-        return None
+        if tier_id is None:
+            return None
+        if not self.outside:
+            self._load_outside()
+        return self.outside.get(tier_id)
+
+    def _load_outside(self) -> None:
+        """Load, once and only when a member holds one, the tiers this version
+        has no rule for."""
+        ruled = {tier.id for tier in self.tiers}
+        self.outside[0] = self.base  # marks the lookup as done; no tier has id 0
+        for tier in Tier.objects.exclude(pk__in=ruled):
+            self.outside[tier.pk] = TierRuleSet(
+                id=tier.pk,
+                name=tier.name,
+                rank=tier.rank,
+                colour=tier.colour,
+                entry=None,
+                retention=None,
+                in_version=False,
+            )
 
     def below(self, tier_id: int) -> TierRuleSet:
         """Return the next tier down from ``tier_id``, or the base tier."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -73,7 +73,10 @@ class RuleVersion(models.Model):
     class Policy(models.TextChoices):
         REEVALUATE = "reevaluate", _("Re-evaluate every member now")
         NEW_ACTIVITY = "new_activity", _("Apply only from new activity on")
-        GRANDFATHER = "grandfather", _("Keep current tiers until each member's review")
+        GRANDFATHER = (
+            "grandfather",
+            _("Keep current tiers until each member's next review"),
+        )
 
     number = models.PositiveIntegerField(_("number"), unique=True, editable=False)
     status = models.CharField(
@@ -139,6 +142,29 @@ class RuleVersion(models.Model):
             "status": self.get_status_display(),
         }
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # A published version is frozen: only tiers.publishing.publish() may
+        # save the draft-to-published change, and nothing may save after it.
+        if self.pk is not None:
+            stored = (
+                RuleVersion.objects.filter(pk=self.pk)
+                .values_list("status", flat=True)
+                .first()
+            )
+            if stored == self.Status.PUBLISHED:
+                raise PublishedVersionError(
+                    f"Rule version {self.number} is published and cannot change; "
+                    "copy it to a new draft instead."
+                )
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        if self.status == self.Status.PUBLISHED:
+            raise PublishedVersionError(
+                f"Rule version {self.number} is published and cannot be deleted."
+            )
+        return super().delete(*args, **kwargs)
+
     @property
     def is_draft(self) -> bool:
         return self.status == self.Status.DRAFT
@@ -162,9 +188,22 @@ class DraftOnlyModel(models.Model):
         raise NotImplementedError
 
     def _check_draft(self) -> None:
+        # Check the version the row is in now and the one it moves to, so a
+        # part cannot be moved out of a published version either.
+        if self.pk is not None:
+            # Every concrete subclass has a version foreign key.
+            manager: Any = type(self)._default_manager
+            stored = (
+                manager.filter(pk=self.pk).values_list("version_id", flat=True).first()
+            )
+            if stored is not None and stored != self.rule_version_id():
+                self._check_version(stored)
         version_id = self.rule_version_id()
         if version_id is None:
             return
+        self._check_version(version_id)
+
+    def _check_version(self, version_id: int) -> None:
         status = (
             RuleVersion.objects.filter(pk=version_id)
             .values_list("status", flat=True)
@@ -211,7 +250,7 @@ class RuleGroup(DraftOnlyModel):
         _("N"),
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text=_("For 'at least N of': how many items must hold."),
     )
     position = models.PositiveSmallIntegerField(_("position"), default=0)
@@ -370,6 +409,10 @@ class Metric(models.TextChoices):
 MONEY_METRICS = frozenset({Metric.NET_SPEND})
 
 
+# Ten years: longer windows outgrow any ledger and overflow date arithmetic.
+MAX_WINDOW_DAYS = 3660
+
+
 class Window(models.TextChoices):
     ROLLING_DAYS = "rolling_days", _("last N days")
     YEAR_TO_DATE = "year_to_date", _("calendar year to date")
@@ -402,7 +445,7 @@ class Requirement(DraftOnlyModel):
         _("days"),
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_WINDOW_DAYS)],
         help_text=_("Length of a 'last N days' window, counting today."),
     )
     threshold = models.DecimalField(
@@ -425,6 +468,10 @@ class Requirement(DraftOnlyModel):
                 condition=(Q(window="rolling_days", window_days__gte=1))
                 | (~Q(window="rolling_days") & Q(window_days__isnull=True)),
                 name="requirement_days_only_for_rolling_window",
+            ),
+            models.CheckConstraint(
+                condition=Q(window_days__isnull=True) | Q(window_days__lte=3660),
+                name="requirement_window_at_most_ten_years",
             ),
             models.CheckConstraint(
                 condition=Q(threshold__gte=0), name="requirement_threshold_not_negative"
@@ -622,3 +669,70 @@ class TierChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_tier} → {self.to_tier}"
+
+
+class ReviewWarning(models.Model):
+    """A notice that a member's tier is at risk at the coming review.
+
+    tiers.warnings.record_review_warnings() writes one per member and review
+    date, so running it again for the same review adds nothing.
+    """
+
+    member = models.ForeignKey(
+        "members.Member", on_delete=models.CASCADE, related_name="review_warnings"
+    )
+    tier = models.ForeignKey(
+        Tier,
+        verbose_name=_("tier at risk"),
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    review_at = models.DateTimeField(_("review at"))
+    as_of = models.DateTimeField(
+        _("measured as of"),
+        help_text=_("The moment the shortfall was computed for."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    shortfall = models.JSONField(
+        _("shortfall"),
+        help_text=_(
+            "The retention requirements not met, with metric, window, value and "
+            "threshold, grouped as in the tier's rules."
+        ),
+    )
+
+    class Meta:
+        ordering = ["review_at", "pk"]
+        verbose_name = _("review warning")
+        verbose_name_plural = _("review warnings")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["member", "review_at"], name="reviewwarning_unique_review"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tier} · {self.review_at:%Y-%m-%d}"
+
+
+class JobLock(models.Model):
+    """The lock that keeps a background job to one running instance.
+
+    tiers.jobs.job_lock() takes it with a conditional UPDATE and releases it
+    when the job ends. A run that is killed cannot release it, so a lock held
+    longer than the job's timeout counts as free.
+    """
+
+    name = models.CharField(_("job name"), max_length=100, unique=True)
+    running = models.BooleanField(_("running"), default=False)
+    locked_at = models.DateTimeField(_("locked at"), null=True, blank=True)
+    # Random id of the run that holds the lock. Release matches it, so a run
+    # that outlived its timeout cannot free the lock of the run that took over.
+    token = models.CharField(_("holder token"), max_length=32, blank=True)
+
+    class Meta:
+        verbose_name = _("job lock")
+        verbose_name_plural = _("job locks")
+
+    def __str__(self) -> str:
+        return self.name

@@ -159,11 +159,34 @@ class RetentionProgress:
 
 
 @dataclass(frozen=True)
+class TierHold:
+    """How long the member's hold on a reviewed tier lasts, as of the page's moment.
+
+    ``review_day`` is set while the next review is ahead and ``grace_day``
+    during a grace period after a failed review. Both are the last local day
+    the hold covers. ``text`` describes either one in words.
+    """
+
+    text: str
+    review_day: dt.date | None = None
+    grace_day: dt.date | None = None
+    # Whether unmet retention rules wait for the review before the tier drops,
+    # instead of dropping at the next evaluation.
+    drop_waits_for_review: bool = False
+
+    @property
+    def in_grace(self) -> bool:
+        return self.grace_day is not None
+
+
+@dataclass(frozen=True)
 class MemberProgress:
     """The member page's tier section.
 
     ``next_tier`` is None at the top tier. ``retention`` is None unless the
     current tier has retention rules of its own and is above the base tier.
+    ``hold`` is None unless that tier is reviewed and a review or a grace
+    period is ahead.
     """
 
     as_of: dt.datetime
@@ -171,6 +194,7 @@ class MemberProgress:
     current: TierBadge | None
     next_tier: NextTier | None
     retention: RetentionProgress | None = None
+    hold: TierHold | None = None
 
 
 def percent_of(value: Decimal, target: Decimal) -> int:
@@ -432,17 +456,128 @@ def _next_tier(check: Mapping[str, Any], ladder: Ladder) -> NextTier:
     )
 
 
-def describe_retention(tier_name: str, met: bool, entry_met: bool) -> str:
-    """Say whether the member keeps ``tier_name``, and by which rules."""
+def describe_retention(
+    tier_name: str, met: bool, entry_met: bool, deadline: str = ""
+) -> str:
+    """Say whether the member keeps ``tier_name``, and by which rules.
+
+    ``deadline`` is the date by which unmet rules must be met, e.g. "31
+    January", or "" when the tier drops at the next evaluation.
+    """
     if met:
         return gettext("You meet these, so you keep %(tier)s.") % {"tier": tier_name}
     if entry_met:
         return gettext(
             "You meet the requirements to reach %(tier)s, so you keep it."
         ) % {"tier": tier_name}
+    if deadline:
+        # Translators: "date" is a day and month such as "31 January", with
+        # the year when it is not the current one.
+        return gettext("Not met yet. Meet these by %(date)s to keep %(tier)s.") % {
+            "date": deadline,
+            "tier": tier_name,
+        }
     return gettext(
         "Not met yet. Meet these by the next evaluation to keep %(tier)s."
     ) % {"tier": tier_name}
+
+
+def last_day_held(end: dt.datetime) -> dt.date:
+    """Return the last local day that a hold ending at ``end`` covers.
+
+    A hold that ends at local midnight, as a calendar year hold does, covers
+    the day before, so it reads "until 31 December" and not "until 1 January".
+    """
+    return local_date(end - dt.timedelta(microseconds=1))
+
+
+def _day_text(day: dt.date, as_of: dt.datetime) -> str:
+    """Format ``day`` without its year while that is the year of ``as_of``."""
+    if day.year == local_date(as_of).year:
+        return format_day_month(day)
+    return format_date(day)
+
+
+def _stored_or_explained(
+    member: Member, explanation: Mapping[str, Any]
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """Return the review date and grace end that go with the member's stored tier.
+
+    While the explanation keeps that tier, its dates are the ones an
+    evaluation at its moment would store, so they are used. When it moves
+    the member, the stored dates still belong to the tier the page shows.
+    """
+    if explanation.get("tier") != member.tier_id or "review_at" not in explanation:
+        return member.review_at, member.grace_until
+    review_at = explanation.get("review_at")
+    grace_until = explanation.get("grace_until")
+    return (
+        dt.datetime.fromisoformat(review_at) if review_at else None,
+        dt.datetime.fromisoformat(grace_until) if grace_until else None,
+    )
+
+
+def tier_hold(
+    rules: TierRuleSet,
+    review_at: dt.datetime | None,
+    grace_until: dt.datetime | None,
+    as_of: dt.datetime,
+) -> TierHold | None:
+    """Describe how long the hold on the tier of ``rules`` lasts after ``as_of``.
+
+    Returns None for a continuous tier, and for a review or grace end that is
+    not after ``as_of``, which the next evaluation settles.
+    """
+    if not rules.reviewed:
+        return None
+    if grace_until is not None and grace_until > as_of:
+        grace_day = last_day_held(grace_until)
+        text = gettext(
+            "In a grace period until %(date)s. Meet the requirements to keep "
+            "%(tier)s by then."
+        ) % {"date": format_date(grace_day), "tier": rules.name}
+        return TierHold(text=text, grace_day=grace_day)
+    if review_at is not None and review_at > as_of:
+        review_day = last_day_held(review_at)
+        text = gettext("Valid until %(date)s; reviewed then") % {
+            "date": format_date(review_day)
+        }
+        return TierHold(
+            text=text,
+            review_day=review_day,
+            drop_waits_for_review=not rules.demote_between_reviews,
+        )
+    return None
+
+
+def _retention_heading(
+    tier_name: str, hold: TierHold | None, as_of: dt.datetime
+) -> str:
+    if hold is not None and hold.grace_day is not None:
+        # Translators: "date" is a day and month such as "2 March", with the
+        # year when it is not the current one.
+        return gettext("To keep %(tier)s by %(date)s") % {
+            "tier": tier_name,
+            "date": _day_text(hold.grace_day, as_of),
+        }
+    if hold is not None and hold.review_day is not None:
+        # Translators: "date" as in "To keep %(tier)s by %(date)s".
+        return gettext("To keep %(tier)s at the review on %(date)s") % {
+            "tier": tier_name,
+            "date": _day_text(hold.review_day, as_of),
+        }
+    return gettext("What keeps %(tier)s") % {"tier": tier_name}
+
+
+def _retention_deadline(hold: TierHold | None, as_of: dt.datetime) -> str:
+    """Return the date by which unmet retention rules must be met, or ""."""
+    if hold is None:
+        return ""
+    if hold.grace_day is not None:
+        return _day_text(hold.grace_day, as_of)
+    if hold.review_day is not None and hold.drop_waits_for_review:
+        return _day_text(hold.review_day, as_of)
+    return ""
 
 
 def _retention(
@@ -450,6 +585,7 @@ def _retention(
     explanation: Mapping[str, Any],
     metrics: Mapping[str, Decimal],
     as_of: dt.datetime,
+    hold: TierHold | None = None,
 ) -> RetentionProgress | None:
     """Build the retention section for the tier of ``rules``, the member's tier.
 
@@ -466,12 +602,13 @@ def _retention(
     entry_met = bool(entry and entry["reached"])
     met = bool(check["reached"])
     rule = group_progress(check["rule"])
+    deadline = _retention_deadline(hold, as_of)
     return RetentionProgress(
-        heading=gettext("What keeps %(tier)s") % {"tier": rules.name},
+        heading=_retention_heading(rules.name, hold, as_of),
         sentence=render_group(rules.retention, _active_language()),
         met=met,
         entry_met=entry_met,
-        status_text=describe_retention(rules.name, met, entry_met),
+        status_text=describe_retention(rules.name, met, entry_met, deadline),
         rule=rule,
         requirements=tuple(rule.leaves()),
     )
@@ -494,14 +631,17 @@ def build_progress(
     tier = member.tier
     current = None
     retention = None
+    hold = None
     as_of = dt.datetime.fromisoformat(explanation["as_of"])
     if tier is not None:
         current = make_badge(tier.name, tier.colour, member.tier_since)
         rules = ladder.by_id(tier.pk)
         # Evaluation never places a member below the base tier, so the base
-        # tier's retention rules never apply.
+        # tier's retention rules never apply and a review can only renew it.
         if rules is not None and rules.id != ladder.base.id:
-            retention = _retention(rules, explanation, metrics, as_of)
+            review_at, grace_until = _stored_or_explained(member, explanation)
+            hold = tier_hold(rules, review_at, grace_until, as_of)
+            retention = _retention(rules, explanation, metrics, as_of, hold)
 
     check = _next_check(explanation["tiers"], tier.rank if tier else None)
     next_tier = _next_tier(check, ladder) if check is not None else None
@@ -512,6 +652,7 @@ def build_progress(
         current=current,
         next_tier=next_tier,
         retention=retention,
+        hold=hold,
     )
 
 

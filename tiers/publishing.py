@@ -6,9 +6,12 @@ import datetime as dt
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
+from tiers.metrics import program_zone
 from tiers.models import RuleVersion
 from tiers.validation import version_problems
 
@@ -21,6 +24,59 @@ class PublishError(Exception):
     def __init__(self, messages: list[str]) -> None:
         super().__init__(" ".join(messages))
         self.messages = messages
+
+
+def scheduled_after(moment: dt.datetime) -> list[RuleVersion]:
+    """Return the published versions taking effect after ``moment``, earliest first.
+
+    Only versions still in the future count: a version already in effect is
+    not scheduled, even when ``moment`` lies before its effective date.
+    """
+    start = max(moment, timezone.now())
+    return list(
+        RuleVersion.objects.filter(
+            status=RuleVersion.Status.PUBLISHED, effective_from__gt=start
+        ).order_by("effective_from", "number")
+    )
+
+
+def replacement_message(scheduled: list[RuleVersion]) -> str:
+    """Explain that the ``scheduled`` versions would replace the version to publish.
+
+    ``scheduled`` is what ``scheduled_after`` returns and must not be empty.
+    The earliest of them replaces the version, and a date after the latest
+    one avoids every replacement.
+    """
+    first, last = scheduled[0], scheduled[-1]
+    assert first.effective_from is not None and last.effective_from is not None
+    zone = program_zone()
+    words = {
+        "number": first.number,
+        "when": f"{timezone.localtime(first.effective_from, zone):%Y-%m-%d %H:%M}",
+        "last_number": last.number,
+        "last_when": f"{timezone.localtime(last.effective_from, zone):%Y-%m-%d %H:%M}",
+        "zone": settings.TIME_ZONE,
+    }
+    if len(scheduled) == 1:
+        return (
+            gettext(
+                "Version %(number)d is scheduled to take effect at %(when)s "
+                "(%(zone)s), so it would replace this version at that moment. Choose "
+                "an effective date after %(when)s, or make these changes in a copy "
+                "of version %(number)d instead."
+            )
+            % words
+        )
+    return (
+        gettext(
+            "Version %(number)d is scheduled to take effect at %(when)s (%(zone)s), "
+            "so it would replace this version at that moment, and version "
+            "%(last_number)d follows at %(last_when)s. Choose an effective date after "
+            "%(last_when)s, or make these changes in a copy of version "
+            "%(last_number)d instead."
+        )
+        % words
+    )
 
 
 def publish(
@@ -38,6 +94,10 @@ def publish(
     once the version is in effect: at once after commit for an immediate
     version, or scheduled for a future one. ``allow_past`` lets set-up code
     (data loads, fixtures) backdate a version; staff screens never pass it.
+
+    Raises PublishError when a published version is scheduled to take effect
+    after ``effective_from``, because that version would replace this one the
+    moment it takes effect.
     """
     if policy not in RuleVersion.Policy.values:
         raise PublishError([f"Unknown publish policy {policy!r}."])
@@ -57,6 +117,9 @@ def publish(
         locked = RuleVersion.objects.select_for_update().get(pk=version.pk)
         if not locked.is_draft:
             raise PublishError([f"Version {locked.number} is already published."])
+        later = scheduled_after(effective_from)
+        if later:
+            raise PublishError([replacement_message(later)])
         problems = [p.message for p in version_problems(locked) if p.blocking]
         if problems:
             raise PublishError(problems)

@@ -106,7 +106,7 @@ def decide_with_reviews(
     # The retention rules of the current tier fail.
     if current.reviewed and not current.demote_between_reviews and not review_due:
         return Outcome(current, None, review_at, grace_until, held_by="review")
-    if current.reviewed and current.grace_days and review_at is not None:
+    if current.reviewed and current.grace_days and review_at is not None and review_due:
         if grace_until is None:
             # Grace runs from the review date, so a late review job does not
             # lengthen it.

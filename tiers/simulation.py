@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext
 
 from members.importing.formats import write_workbook
 from members.models import Member
 from tiers.evaluation import iter_evaluations
 from tiers.ladder import Ladder
-from tiers.models import RuleVersion, Tier
+from tiers.metrics import MetricSpec
+from tiers.models import Metric, RuleVersion, Tier, Window
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,12 @@ class SimulationResult:
     up_from: Counter[str | None] = field(default_factory=Counter)
     down_from: Counter[str | None] = field(default_factory=Counter)
     movers: list[Mover] = field(default_factory=list)
-    metric_keys: list[str] = field(default_factory=list)
+    # The metrics of the version's requirements, sorted by key.
+    metric_specs: list[MetricSpec] = field(default_factory=list)
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return [spec.key for spec in self.metric_specs]
 
     def count(self, from_tier: str | None, to_tier: str) -> int:
         return self.matrix[(from_tier, to_tier)]
@@ -57,6 +64,26 @@ class SimulationResult:
                 continue
             rows.append((source, counts, self.up_from[source], self.down_from[source]))
         return rows
+
+    def column_totals(self) -> list[int]:
+        """Return the number of members each tier would hold, in tier order."""
+        return [
+            sum(self.count(source, target) for source in [None, *self.tier_names])
+            for target in self.tier_names
+        ]
+
+
+def metric_heading(spec: MetricSpec) -> str:
+    """Name a metric and its window for a column heading.
+
+    For example "net spend, last 365 days" or "orders, lifetime".
+    """
+    window = spec.window
+    if window.kind == Window.ROLLING_DAYS:
+        window_words = gettext("last %(days)d days") % {"days": window.days or 0}
+    else:
+        window_words = str(Window(window.kind).label)
+    return f"{Metric(spec.metric).label}, {window_words}"
 
 
 def simulate(
@@ -79,7 +106,7 @@ def simulate(
         version_number=ladder.version_number,
         as_of=as_of,
         tier_names=[tier.name for tier in ladder.tiers],
-        metric_keys=sorted(spec.key for spec in ladder.specs),
+        metric_specs=sorted(ladder.specs, key=lambda spec: spec.key),
     )
     logger.info("simulation started for rule version %d", ladder.version_number)
     for evaluations in iter_evaluations(ladder, as_of=as_of, chunk_size=chunk_size):
@@ -114,7 +141,11 @@ def simulate(
 
 
 def movers_workbook(result: SimulationResult) -> bytes:
-    """Write the movers and the movement matrix to an XLSX file."""
+    """Write the movers and the movement matrix to an XLSX file.
+
+    The headings are those of the simulation page, in the active language.
+    Metric values stay numbers, so that the spreadsheet can sum and sort them.
+    """
     names: dict[int, str] = {}
     ids = [mover.member_id for mover in result.movers]
     for start in range(0, len(ids), 5000):
@@ -123,6 +154,14 @@ def movers_workbook(result: SimulationResult) -> bytes:
                 "pk", "name"
             )
         )
+    movers_headers = [
+        gettext("Member ID"),
+        gettext("Member"),
+        gettext("From"),
+        gettext("To"),
+        gettext("Direction"),
+        *[metric_heading(spec) for spec in result.metric_specs],
+    ]
     movers = (
         [
             mover.member_id,
@@ -134,24 +173,38 @@ def movers_workbook(result: SimulationResult) -> bytes:
         ]
         for mover in result.movers
     )
-    matrix = (
-        [source or "(no tier)", *counts, up, down]
-        for source, counts, up, down in result.rows()
-    )
     return write_workbook(
         [
-            (
-                "Movers",
-                [
-                    "member_id",
-                    "name",
-                    "from_tier",
-                    "to_tier",
-                    "direction",
-                    *result.metric_keys,
-                ],
-                movers,
-            ),
-            ("Matrix", ["from \\ to", *result.tier_names, "up", "down"], matrix),
+            (gettext("Movers"), movers_headers, movers),
+            (gettext("Matrix"), _matrix_headers(result), _matrix_rows(result)),
         ]
     )
+
+
+def _matrix_headers(result: SimulationResult) -> list[str]:
+    return [
+        gettext("From \\ to"),
+        *result.tier_names,
+        gettext("Total"),
+        pgettext("tier movement", "Up"),
+        pgettext("tier movement", "Down"),
+    ]
+
+
+def _matrix_rows(result: SimulationResult) -> list[list[str | int]]:
+    """Lay out the matrix as the page does: a total per row and a total row."""
+    rows: list[list[str | int]] = []
+    for source, counts, up, down in result.rows():
+        label = source or gettext("(no tier yet)")
+        rows.append([label, *counts, sum(counts), up, down])
+    column_totals = result.column_totals()
+    rows.append(
+        [
+            gettext("Total"),
+            *column_totals,
+            sum(column_totals),
+            sum(result.up_from.values()),
+            sum(result.down_from.values()),
+        ]
+    )
+    return rows

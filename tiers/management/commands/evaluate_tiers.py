@@ -87,7 +87,8 @@ class Command(BaseCommand):
             )
         except LadderError as error:
             raise CommandError(str(error)) from error
-        verb = "would change" if options["dry_run"] else "changed"
+        dry_run = options["dry_run"]
+        verb = "would change" if dry_run else "changed"
         self.stdout.write(
             f"Evaluated {summary.evaluated} members as of "
             f"{summary.as_of.astimezone(program_zone()):%Y-%m-%d %H:%M %Z}: "
@@ -96,3 +97,11 @@ class Command(BaseCommand):
         )
         for name, count in sorted(summary.tier_counts.items()):
             self.stdout.write(f"  {name}: {count}")
+        # Renewals and grace periods keep the tier, so they are not changes.
+        renewed = "would be renewed" if dry_run else "renewed"
+        started_grace = (
+            "would start a grace period" if dry_run else "started a grace period"
+        )
+        self.stdout.write(
+            f"Reviews: {summary.renewed} {renewed}, {summary.in_grace} {started_grace}."
+        )
