@@ -15,6 +15,8 @@ from tiers.models import RuleVersion, Tier
 from tiers.publishing import publish
 from tiers.rules import Need, TierSpec, VersionSpec, WeightSpec, all_of, any_of, build
 
+pytest_plugins = ["tests.browser"]
+
 CASES = Path(__file__).parent / "cases" / "import"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # Fixture versions take effect long before any test data, so "as of" any

@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from benefits.models import Benefit
@@ -17,18 +16,6 @@ from tiers.evaluation import evaluate
 from tiers.models import Validity
 from tiers.rules import Need, TierSpec, VersionSpec, all_of, any_of, at_least
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 375, "height": 740}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -38,34 +25,6 @@ pytestmark = [
     # creates, because a transactional test flushes every table afterwards.
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-@pytest.fixture(autouse=True)
-def allow_orm_beside_playwright(monkeypatch):
-    """Let the ORM run while Playwright's sync API has an event loop running.
-
-    Django rejects ORM calls from a thread with a running loop unless
-    DJANGO_ALLOW_ASYNC_UNSAFE is set. The variable is set per test, because a
-    module-level setting would reach every later test and its subprocesses,
-    and `manage.py check --deploy` fails on it.
-    """
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package.")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-        # ORM calls made while Playwright runs get their own connections,
-        # which Django's teardown does not see. Left open, they stop
-        # PostgreSQL from dropping the test database at the end of the run.
-        connections.close_all()
 
 
 @pytest.fixture

@@ -7,26 +7,13 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connections
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from tests.conftest import make_member, record
 from tiers.evaluation import evaluate
 from tiers.models import RuleVersion
 
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 900}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PASSWORD = "pw-for-the-browser-test"
@@ -37,32 +24,6 @@ pytestmark = [
     # creates, because a transactional test flushes every table afterwards.
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-@pytest.fixture(autouse=True)
-def allow_orm_beside_playwright(monkeypatch):
-    """Let the ORM run while Playwright's sync API has an event loop running.
-
-    Django rejects ORM calls from a thread with a running loop unless
-    DJANGO_ALLOW_ASYNC_UNSAFE is set. It is set per test so that it reaches
-    no other test and no subprocess.
-    """
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package.")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-        # Connections opened while Playwright runs are not closed by Django's
-        # teardown, and an open one stops PostgreSQL dropping the test database.
-        connections.close_all()
 
 
 @pytest.fixture

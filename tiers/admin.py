@@ -877,6 +877,8 @@ def mover_rows(result: SimulationResult, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
+# TODO: format amounts with tiers.formatting.format_money and translate the
+# headings; they are built from the report's field names and raw values.
 def report_sections(report: Any, limit: int) -> list[dict[str, Any]]:
     """Lay out any dataclass report as titled sections, without knowing its fields.
 

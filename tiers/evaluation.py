@@ -171,6 +171,9 @@ def _evaluate_chunk(
             member_id in with_new_activity,
             as_of,
         )
+        # TODO: apply manual overrides (fixed until a date, floor, one-off) here,
+        # and lock the member rows before deciding so that concurrent events
+        # for one member record a single promotion.
         outcome = decide_with_reviews(
             ladder,
             decided,
