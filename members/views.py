@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import get_language
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
@@ -15,7 +16,9 @@ from benefits.models import Benefit
 from members.links import ExpiredMemberLink, InvalidMemberLink, member_from_token
 from members.models import Member
 from tiers.formatting import format_date, format_money
+from tiers.models import ReviewWarning
 from tiers.progress import member_progress
+from tiers.warnings import warning_text
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,23 @@ def _benefits(member: Member) -> list[Benefit]:
     return list(Benefit.objects.filter(tiers=member.tier_id))
 
 
+def _review_warning(member: Member) -> str:
+    """Return the warning text for the member's next review, or "" if none.
+
+    Costs one query, and none for a member without a review date.
+    """
+    if member.review_at is None or member.tier_id is None:
+        return ""
+    warning = (
+        ReviewWarning.objects.select_related("tier")
+        .filter(member=member, review_at=member.review_at, tier=member.tier_id)
+        .first()
+    )
+    if warning is None:
+        return ""
+    return warning_text(warning, get_language() or settings.LANGUAGE_CODE)
+
+
 def _keep_private(response: HttpResponse) -> HttpResponse:
     # never_cache already forbids storing the page. This keeps search engines
     # from indexing a link that a member pasted somewhere public.
@@ -91,6 +111,7 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
     context: dict[str, object] = {
         "member": member,
         "progress": member_progress(member),
+        "review_warning": _review_warning(member),
         "benefits": _benefits(member),
         "activities": _recent_activity(member),
     }

@@ -252,21 +252,23 @@ def _queries_for(member_count: int, store) -> int:
 
 def test_query_count_independent_of_members(ladder, store):
     # version in effect, groups, requirements, tier rules, kinds, weights,
-    # members chunk, ledger aggregate, savepoint, UPDATE per target tier
+    # members chunk, ledger aggregate, overrides in force, savepoint,
+    # SELECT ... FOR UPDATE of the members to write, UPDATE per target tier
     # (Bronze, Silver), INSERT history, release savepoint, empty next chunk
     few = _queries_for(4, store)
     TierChange.objects.all().delete()
     many = _queries_for(40, store)
 
-    assert few == many == 14
+    assert few == many == 16
 
 
 def test_each_chunk_costs_fixed_queries(ladder, store, django_assert_num_queries):
     for number in range(6):
         make_member(store, f"C{number}")
-    # 6 ladder queries, then per chunk of 2: members + aggregate + savepoint +
-    # one UPDATE + INSERT + release = 6, three chunks, plus the empty 4th read.
-    with django_assert_num_queries(6 + 3 * 6 + 1):
+    # 6 ladder queries, then per chunk of 2: members + aggregate + overrides +
+    # savepoint + SELECT ... FOR UPDATE + one UPDATE + INSERT + release = 8,
+    # three chunks, plus the empty 4th read.
+    with django_assert_num_queries(6 + 3 * 8 + 1):
         evaluate(as_of=AS_OF, chunk_size=2)
 
 

@@ -279,20 +279,21 @@ def test_naive_as_of_rejected(draft):
 
 
 def test_query_count_flat(draft, members, store, django_assert_num_queries):
-    # Sixteen queries:
+    # Eighteen queries:
     # - the version in effect,
     # - for it and for the draft: rule groups, requirements, tier rules with
     #   tiers, activity kinds and growth value weights (10),
     # - one aggregate over the window,
-    # - for each version: the members and their metrics aggregate (4).
-    with django_assert_num_queries(16):
+    # - for each version: the members, their active overrides and their
+    #   metrics aggregate (6).
+    with django_assert_num_queries(18):
         fairness_report(draft, as_of=AS_OF)
 
     for number in range(10):
         member = make_member(store, f"MORE-{number}", name=f"more {number}")
         visits(member, store, 9)
 
-    with django_assert_num_queries(16):
+    with django_assert_num_queries(18):
         report = fairness_report(draft, as_of=AS_OF)
     # Ten members with 9 active days and no spend raise the active days
     # percentile to 9 and lower the median spend to 0, so only they qualify.

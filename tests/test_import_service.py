@@ -275,9 +275,11 @@ def test_member_import_queries_stay_flat(base, ladder, django_assert_max_num_que
     # go in each member INSERT. The queries:
     # - savepoint, channels, identities, 3 member INSERTs, 1 identity INSERT,
     # - evaluation: the version in effect, its rule groups, requirements,
-    #   tier rules with tiers, kinds, weights, members, one aggregate,
-    # - a savepoint, one UPDATE per tier, 2 history INSERTs, 2 releases.
-    with django_assert_max_num_queries(21):
+    #   tier rules with tiers, kinds, weights, members, active overrides,
+    #   one aggregate,
+    # - a savepoint, the locking SELECT of the members to write, one UPDATE
+    #   per tier, 2 history INSERTs, 2 releases.
+    with django_assert_max_num_queries(23):
         report = import_file(members_file(200, start=100), "members", file_name="m.csv")
 
     assert report.created == 200
@@ -290,9 +292,10 @@ def test_activity_import_queries_stay_flat(base, ladder, django_assert_max_num_q
     # - savepoint, kinds, channels, known references, identities, 2 activity
     #   INSERTs,
     # - evaluation: the version in effect, its rule groups, requirements,
-    #   tier rules with tiers, kinds, weights, members, one aggregate,
+    #   tier rules with tiers, kinds, weights, members, active overrides,
+    #   one aggregate,
     # - the release.
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(17):
         report = import_file(purchases_file(200), "activities", file_name="buys.csv")
 
     assert report.created == 200

@@ -38,9 +38,10 @@ from tests.conftest import (
 )
 from tiers.evaluation import evaluate
 from tiers.formatting import format_date
-from tiers.models import Tier, Validity
+from tiers.models import ReviewWarning, Tier, Validity
 from tiers.progress import last_day_held, member_progress
 from tiers.rules import Need, TierSpec, VersionSpec, all_of, any_of
+from tiers.warnings import record_review_warnings
 
 DAY = 24 * 60 * 60
 
@@ -370,13 +371,14 @@ def test_page_query_count_is_flat(
     client, alice, store, benefits, ladder, django_assert_num_queries
 ):
     url = member_page_url(alice)
-    # Ten queries:
+    # Eleven queries:
     # - the member joined with its tier,
     # - the version in effect, its rule groups, requirements, tier rules
     #   joined with tiers, activity kinds and growth value weights (6),
-    # - the metrics aggregate,
+    # - the metrics aggregate and the tier overrides in force,
     # - benefits, and activities joined with channel and kind.
-    with django_assert_num_queries(10):
+    # Alice's tier has no review date, so no review warning is looked up.
+    with django_assert_num_queries(11):
         client.get(url)
 
     for number in range(25):
@@ -385,7 +387,7 @@ def test_page_query_count_is_flat(
         perk = Benefit.objects.create(name=f"Perk {number}", kind="gift")
         perk.tiers.add(ladder["silver"])
 
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(11):
         response = client.get(url)
     assert len(response.context["activities"]) == 10
     assert len(response.context["benefits"]) == 7
@@ -516,9 +518,9 @@ def test_page_retention_not_met(client, dan, store):
 
 
 def test_page_retention_query_count(client, dan, django_assert_num_queries):
-    # The same ten queries as without retention rules: the retention check
+    # The same eleven queries as without retention rules: the retention check
     # reuses the version and the metrics aggregate.
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(11):
         client.get(member_page_url(dan))
 
 
@@ -801,9 +803,123 @@ def test_page_reviewed_tier_query_count(
         lambda shown: member_progress(shown, local(2025, 2, 5)),
     )
 
-    # The same ten queries as test_page_query_count_is_flat lists: the review
-    # and grace dates come with the member and the evaluation.
-    with django_assert_num_queries(10):
+    # The eleven queries that test_page_query_count_is_flat lists, plus the
+    # review warning joined with its tier. The review and grace dates come
+    # with the member and the evaluation.
+    with django_assert_num_queries(12):
         response = client.get(member_page_url(erin))
 
     assert response.context["progress"].hold.in_grace
+
+
+# Review warnings
+
+
+@pytest.fixture
+def erin_at_risk(erin, store) -> Member:
+    """Erin after a ¥4,500 refund, ¥500 short of Gold's ¥2,000 retention
+    rule, warned on 10 January 2025 about her review on 31 January."""
+    record(erin, store, "refund", local(2024, 3, 1), "-4500")
+    created = record_review_warnings(local(2025, 1, 10), days_ahead=30)
+    assert created == 1
+    return erin
+
+
+def test_page_shows_review_warning(client, monkeypatch, erin_at_risk):
+    english = page_as_of(client, monkeypatch, erin_at_risk, local(2025, 1, 10))
+    chinese = page_as_of(
+        client, monkeypatch, erin_at_risk, local(2025, 1, 10), "zh-hans"
+    )
+
+    assert (
+        '<p class="card review-warning" role="status">'
+        "Review on 31 January: ¥500 more net spend keeps Gold</p>"
+    ) in english
+    assert "1月31日复核：还差净消费¥500，补足即可保级Gold" in chinese
+
+
+def test_page_warning_before_retention_card(client, monkeypatch, erin_at_risk):
+    html = page_as_of(client, monkeypatch, erin_at_risk, local(2025, 1, 10))
+
+    warning_at = html.index('class="card review-warning"')
+    tier_card_at = html.index('class="card tier-card"')
+    retention_card_at = html.index('class="card retention-card"')
+    assert tier_card_at < warning_at < retention_card_at
+
+
+def test_page_no_warning_without_one(client, monkeypatch, erin):
+    html = page_as_of(client, monkeypatch, erin, local(2025, 1, 10))
+
+    assert "review-warning" not in html
+
+
+def test_page_ignores_warning_for_other_review(client, monkeypatch, erin_at_risk):
+    # A renewal moved the review a year on, so last year's warning is old.
+    Member.objects.filter(pk=erin_at_risk.pk).update(review_at=local(2026, 1, 31, 12))
+
+    html = page_as_of(client, monkeypatch, erin_at_risk, local(2025, 2, 5))
+
+    assert "review-warning" not in html
+    assert ReviewWarning.objects.filter(member=erin_at_risk).exists()
+
+
+def test_page_warning_query_count(
+    client, monkeypatch, erin_at_risk, django_assert_num_queries
+):
+    monkeypatch.setattr(
+        views,
+        "member_progress",
+        lambda shown: member_progress(shown, local(2025, 1, 10)),
+    )
+
+    # The twelve queries of test_page_reviewed_tier_query_count: the eleven
+    # of test_page_query_count_is_flat and the warning joined with its tier.
+    with django_assert_num_queries(12):
+        response = client.get(member_page_url(erin_at_risk))
+
+    assert response.context["review_warning"] == (
+        "1月31日复核：还差净消费¥500，补足即可保级Gold"
+    )
+
+
+# Review warnings in the admin
+
+
+@pytest.mark.parametrize("count", [3, 30])
+def test_warning_changelist_query_count(
+    admin_client, reviewed_rules, store, count, django_assert_num_queries
+):
+    for number in range(count):
+        member = make_member(store, f"W-{number}")
+        for day in range(26, 32):
+            record(member, store, "purchase", local(2024, 1, day), "1000")
+        record(member, store, "refund", local(2024, 3, 1), "-4500")
+    evaluate(as_of=local(2024, 1, 31, 12))
+    assert record_review_warnings(local(2025, 1, 10), days_ahead=30) == count
+
+    # session, user, the paginator's count, and the rows with member and
+    # tier joined. A superuser needs no permission queries, and the full
+    # count is switched off.
+    with django_assert_num_queries(4):
+        response = admin_client.get(
+            reverse("admin:tiers_reviewwarning_changelist"),
+            HTTP_ACCEPT_LANGUAGE="en",
+        )
+
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == count
+    html = response.content.decode()
+    assert html.count("Review on 31 January: ¥500 more net spend keeps Gold") == count
+
+
+def test_warning_admin_is_read_only(admin_client, erin_at_risk):
+    warning = ReviewWarning.objects.get()
+
+    add = admin_client.get(reverse("admin:tiers_reviewwarning_add"))
+    delete = admin_client.post(
+        reverse("admin:tiers_reviewwarning_delete", args=[warning.pk]), {"post": "yes"}
+    )
+
+    assert add.status_code == 403
+    assert delete.status_code == 403
+    assert ReviewWarning.objects.filter(pk=warning.pk).exists()

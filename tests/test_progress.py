@@ -819,8 +819,9 @@ def test_member_progress_from_ledger(wang):
 def test_member_progress_query_count(wang, django_assert_num_queries):
     wang = Member.objects.select_related("tier").get(pk=wang.pk)
 
-    # Seven queries: the version in effect, its rule groups, requirements,
+    # Eight queries: the version in effect, its rule groups, requirements,
     # tier rules joined with tiers, activity kinds and growth value weights,
-    # then the metrics aggregate. Tier colours come with the tier rules.
-    with django_assert_num_queries(7):
+    # the member's active overrides, then the metrics aggregate. Tier colours
+    # come with the tier rules.
+    with django_assert_num_queries(8):
         member_progress(wang)

@@ -217,6 +217,6 @@ def test_query_count_flat_in_members(tiers, store):
     assert created == 4
     # Six queries load the ladder (version, groups, requirements, tier rules,
     # activity kinds, weights), then one each for the members due, their
-    # chunk, the ledger aggregate and the INSERT.
-    assert len(one_member.captured_queries) == 10
-    assert len(five_members.captured_queries) == 10
+    # chunk, their active overrides, the ledger aggregate and the INSERT.
+    assert len(one_member.captured_queries) == 11
+    assert len(five_members.captured_queries) == 11

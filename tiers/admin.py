@@ -20,8 +20,10 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -34,7 +36,7 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext
@@ -49,18 +51,28 @@ from tiers.models import (
     GrowthWeight,
     Metric,
     Requirement,
+    ReviewWarning,
     RuleGroup,
     RuleVersion,
     Tier,
     TierChange,
+    TierOverride,
     TierRule,
     Window,
+)
+from tiers.overrides import (
+    OverrideError,
+    approve,
+    check_request,
+    reject,
+    request_override,
 )
 from tiers.publishing import PublishError, publish
 from tiers.rendering import render_version, render_weights
 from tiers.rules import copy_to_draft, next_number
 from tiers.simulation import SimulationResult, movers_workbook, simulate
 from tiers.validation import version_problems
+from tiers.warnings import warning_text
 
 EDIT_PERMISSION = "tiers.change_ruleversion"
 VIEW_PERMISSION = "tiers.view_ruleversion"
@@ -1087,3 +1099,177 @@ def _part_name(model: type[Any], record: Any, names: dict[str, dict[Any, str]]) 
     if record.channel_id:
         return f"{kind} @ {names['channel'].get(record.channel_id, record.channel_id)}"
     return kind
+
+
+def admin_user(request: HttpRequest) -> User:
+    """Return the logged-in user of an admin request.
+
+    The admin site sends anonymous requests to its login page before any
+    view runs, so every admin view sees an authenticated user.
+    """
+    user = request.user
+    if not isinstance(user, User):
+        raise PermissionDenied
+    return user
+
+
+class TierOverrideForm(forms.ModelForm):
+    """The fields staff fill in to request an override; the service does the rest."""
+
+    class Meta:
+        model = TierOverride
+        fields = ["member", "tier", "mode", "until", "reason"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        if self.errors:
+            return cleaned
+        try:
+            check_request(
+                cleaned.get("mode") or "",
+                cleaned.get("reason") or "",
+                cleaned.get("until"),
+                timezone.now(),
+            )
+        except OverrideError as error:
+            raise forms.ValidationError(str(error)) from error
+        return cleaned
+
+
+class TierOverrideActionForm(ActionForm):
+    """The changelist's action bar, with the reason the Reject action needs."""
+
+    reason = forms.CharField(
+        label=_("Reason for rejecting"), required=False, max_length=500
+    )
+
+
+@admin.register(TierOverride)
+class TierOverrideAdmin(GuardedHistoryAdmin):
+    """Requests, approvals and rejections, each through tiers.overrides.
+
+    Overrides are never edited after the request: a wrong one is rejected or
+    replaced by a new request, so the history shows every decision.
+    """
+
+    form = TierOverrideForm
+    action_form = TierOverrideActionForm
+    list_display = [
+        "member",
+        "tier",
+        "mode",
+        "status",
+        "until",
+        "requested_by",
+        "approved_by",
+    ]
+    list_filter = ["status", "mode", "tier"]
+    # The member, tier and both users are shown on every row.
+    list_select_related = ["member", "tier", "requested_by", "approved_by"]
+    raw_id_fields = ["member"]
+    search_fields = ["member__name", "reason"]
+    actions = ["approve_selected", "reject_selected"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tiers.approve_tieroverride")
+
+    def save_model(
+        self, request: HttpRequest, obj: TierOverride, form: Any, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        override = request_override(
+            data["member"],
+            data["tier"],
+            data["mode"],
+            data["reason"],
+            admin_user(request),
+            until=data.get("until"),
+        )
+        # The admin logs and redirects to the object it passed in.
+        obj.pk = override.pk
+        obj.status = override.status
+        obj.requested_by = override.requested_by
+        obj.requested_at = override.requested_at
+        if override.status == TierOverride.Status.PENDING:
+            self.message_user(
+                request,
+                gettext(
+                    "The override waits for approval by another person, because "
+                    "%(tier)s needs a second approver."
+                )
+                % {"tier": override.tier},
+                messages.WARNING,
+            )
+
+    @admin.action(description=_("Approve"), permissions=["approve"])
+    def approve_selected(
+        self, request: HttpRequest, queryset: QuerySet[TierOverride]
+    ) -> None:
+        approved = 0
+        for override in queryset.select_related("member", "tier", "requested_by"):
+            try:
+                approve(override, admin_user(request))
+            except OverrideError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                continue
+            approved += 1
+        if approved:
+            self.message_user(
+                request,
+                gettext("%(count)d override(s) approved and applied.")
+                % {"count": approved},
+                messages.SUCCESS,
+            )
+
+    @admin.action(description=_("Reject"), permissions=["approve"])
+    def reject_selected(
+        self, request: HttpRequest, queryset: QuerySet[TierOverride]
+    ) -> None:
+        reason = request.POST.get("reason", "")
+        rejected = 0
+        for override in queryset:
+            try:
+                reject(override, admin_user(request), reason)
+            except OverrideError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                continue
+            rejected += 1
+        if rejected:
+            self.message_user(
+                request,
+                gettext("%(count)d override(s) rejected.") % {"count": rejected},
+                messages.SUCCESS,
+            )
+
+
+@admin.register(ReviewWarning)
+class ReviewWarningAdmin(admin.ModelAdmin):
+    """Read-only list of the warnings that record_review_warnings() stored."""
+
+    list_display = ["member", "tier", "review_at", "created_at", "text"]
+    # The member and the tier are shown on every row, and the text needs the
+    # tier's name.
+    list_select_related = ["member", "tier"]
+    search_fields = ["member__name", "member__identities__external_id"]
+    show_full_result_count = False
+
+    @admin.display(description=_("warning"))
+    def text(self, warning: ReviewWarning) -> str:
+        language = translation.get_language() or settings.LANGUAGE_CODE
+        return warning_text(warning, language)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

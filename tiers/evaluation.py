@@ -2,8 +2,9 @@
 
 One code path serves one member, a set of members or everyone, as of any
 moment. Members are processed in chunks; each chunk costs a fixed number of
-queries (members, one aggregate over the ledger, one UPDATE per target tier,
-one INSERT of history rows), never a query per member.
+queries (members, one aggregate over the ledger, one for active overrides,
+one UPDATE per target tier, one INSERT of history rows), never a query per
+member.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from members.models import Activity, Member
 from tiers.ladder import Ladder, TierRuleSet
 from tiers.metrics import compute_metrics
-from tiers.models import RuleVersion, TierChange
-from tiers.reviews import decide_with_reviews
+from tiers.models import RuleVersion, TierChange, TierOverride
+from tiers.reviews import Outcome, decide_with_reviews, next_review
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,71 @@ def _hold_by_policy(
     return decided, ""
 
 
+def _active_overrides(
+    member_ids: list[int], as_of: dt.datetime
+) -> dict[int, TierOverride]:
+    """Return the override in force at ``as_of`` for each member, in one query.
+
+    An override is in force while it is active, was requested by ``as_of``
+    and its end date, if any, is after ``as_of``.
+    """
+    # NOTE: status is the override's current state, so evaluating as of a past
+    # moment applies an override that was active then only if it still is.
+    overrides = (
+        TierOverride.objects.filter(
+            member_id__in=member_ids,
+            status=TierOverride.Status.ACTIVE,
+            requested_at__lte=as_of,
+        )
+        .filter(Q(until__isnull=True) | Q(until__gt=as_of))
+        .select_related("requested_by", "approved_by")
+        .order_by("requested_at", "pk")
+    )
+    return {override.member_id: override for override in overrides}
+
+
+def _direction(previous: TierRuleSet | None, tier: TierRuleSet) -> str | None:
+    """Return the TierChange reason for moving from ``previous`` to ``tier``."""
+    if previous is None:
+        return TierChange.Reason.INITIAL
+    if tier.rank > previous.rank:
+        return TierChange.Reason.PROMOTION
+    if tier.rank < previous.rank:
+        return TierChange.Reason.DEMOTION
+    return None
+
+
+def _apply_override(
+    ladder: Ladder,
+    override: TierOverride,
+    outcome: Outcome,
+    previous: TierRuleSet | None,
+    as_of: dt.datetime,
+) -> Outcome | None:
+    """Return the outcome an active override imposes, or None if it changes nothing.
+
+    A fixed override sets its tier, and a reviewed tier is reviewed at the
+    override's end date so the rules take over then. A floor raises a lower
+    outcome to its tier and leaves a higher one alone.
+    """
+    tier = ladder.by_id(override.tier_id)
+    if tier is None:
+        return None
+    if override.mode == TierOverride.Mode.FLOOR and outcome.tier.rank >= tier.rank:
+        return None
+    if previous is not None and previous.id == tier.id:
+        if override.mode == TierOverride.Mode.FIXED:
+            review_at = override.until if tier.reviewed else None
+            return Outcome(tier, None, review_at, None)
+        # The floor keeps the current tier, so its review and grace dates stay.
+        return Outcome(tier, None, outcome.review_at, outcome.grace_until)
+    if override.mode == TierOverride.Mode.FIXED:
+        review_at = override.until if tier.reviewed else None
+    else:
+        review_at = next_review(tier, as_of)
+    return Outcome(tier, _direction(previous, tier), review_at, None)
+
+
 def _evaluate_chunk(
     ladder: Ladder,
     members: Sequence[MemberRow],
@@ -158,6 +224,7 @@ def _evaluate_chunk(
         with_new_activity = _members_with_new_activity(
             member_ids, ladder.effective_from
         )
+    overrides = _active_overrides(member_ids, as_of)
     evaluations = []
     for member_id, previous_tier_id, tier_since, review_at, grace_until in members:
         metrics = metrics_by_member.get(member_id, {})
@@ -171,8 +238,7 @@ def _evaluate_chunk(
             member_id in with_new_activity,
             as_of,
         )
-        # TODO: apply manual overrides (fixed until a date, floor, one-off) here,
-        # and lock the member rows before deciding so that concurrent events
+        # TODO: lock the member rows before deciding so that concurrent events
         # for one member record a single promotion.
         outcome = decide_with_reviews(
             ladder,
@@ -182,6 +248,14 @@ def _evaluate_chunk(
             grace_until,
             as_of,
         )
+        override = overrides.get(member_id)
+        overridden = None
+        if override is not None:
+            overridden = _apply_override(
+                ladder, override, outcome, ladder.by_id(previous_tier_id), as_of
+            )
+        if overridden is not None:
+            outcome = overridden
         writes = (
             outcome.tier.id != previous_tier_id
             or outcome.review_at != review_at
@@ -207,6 +281,8 @@ def _evaluate_chunk(
             explanation["grace_until"] = (
                 outcome.grace_until.isoformat() if outcome.grace_until else None
             )
+            if overridden is not None and override is not None:
+                explanation["override"] = override.summary()
         evaluations.append(
             MemberEvaluation(
                 member_id=member_id,
@@ -223,61 +299,162 @@ def _evaluate_chunk(
     return evaluations
 
 
-def _apply(
-    ladder: Ladder, evaluations: list[MemberEvaluation], as_of: dt.datetime
-) -> Counter[str]:
-    """Write the chunk's tier, review and grace changes and their history rows.
+# Rounds of re-evaluation for members whose record another evaluator wrote
+# between this evaluation's read and its write.
+STALE_RETRY_ROUNDS = 3
 
-    Members are updated with one UPDATE per distinct (tier, review, grace)
-    combination, which a chunk evaluated at one moment has few of.
+
+def _is_stale(
+    evaluation: MemberEvaluation,
+    tier_id: int | None,
+    review_at: dt.datetime | None,
+    grace_until: dt.datetime | None,
+) -> bool:
+    """Return whether the stored record no longer matches what was evaluated.
+
+    The evaluation carries the tier it started from but not the review and
+    grace dates. A stored record that already equals the evaluation's outcome
+    means another evaluator wrote the same change first.
     """
+    # NOTE: a review or grace date that another evaluator changed to a third
+    # value, with the tier left as it was, is not detected.
+    if tier_id != evaluation.previous_tier_id:
+        return True
+    stored = (tier_id, review_at, grace_until)
+    outcome = (evaluation.tier.id, evaluation.review_at, evaluation.grace_until)
+    return evaluation.writes and stored == outcome
+
+
+def _history_row(
+    ladder: Ladder, evaluation: MemberEvaluation, now: dt.datetime, as_of: dt.datetime
+) -> TierChange:
+    assert evaluation.reason is not None
+    return TierChange(
+        member_id=evaluation.member_id,
+        from_tier_id=evaluation.previous_tier_id,
+        to_tier_id=evaluation.tier.id,
+        changed_at=now,
+        as_of=as_of,
+        reason=evaluation.reason,
+        review_at=evaluation.review_at,
+        explanation=evaluation.explanation or {},
+        version_id=ladder.version_id,
+    )
+
+
+def _write_unless_stale(
+    ladder: Ladder,
+    evaluations: list[MemberEvaluation],
+    as_of: dt.datetime,
+    reasons: Counter[str],
+) -> list[int]:
+    """Write the evaluations whose member record is unchanged since it was read.
+
+    Locks the members to write with SELECT ... FOR UPDATE in pk order, so
+    that concurrent evaluators of one member write one after the other and
+    each reads what the previous one committed. Counts the written history
+    rows in ``reasons`` and returns the ids of the stale members, which are
+    left as they are. A member deleted since it was read is skipped.
+    """
+    pending = {e.member_id: e for e in evaluations if e.writes or e.reason}
+    if not pending:
+        return []
     now = timezone.now()
-    reasons: Counter[str] = Counter()
-    writes = [e for e in evaluations if e.writes]
-    recorded = [e for e in evaluations if e.reason]
-    if not writes and not recorded:
-        return reasons
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for evaluation in writes:
-        key = (
-            evaluation.tier.id,
-            evaluation.changed,
-            evaluation.review_at,
-            evaluation.grace_until,
-        )
-        groups[key].append(evaluation.member_id)
-    history = []
-    for evaluation in recorded:
-        assert evaluation.reason is not None
-        reasons[evaluation.reason] += 1
-        history.append(
-            TierChange(
-                member_id=evaluation.member_id,
-                from_tier_id=evaluation.previous_tier_id,
-                to_tier_id=evaluation.tier.id,
-                changed_at=now,
-                as_of=as_of,
-                reason=evaluation.reason,
-                review_at=evaluation.review_at,
-                explanation=evaluation.explanation or {},
-                version_id=ladder.version_id,
-            )
-        )
+    stale: list[int] = []
     with transaction.atomic():
-        for (
-            tier_id,
-            tier_changed,
-            review_at,
-            grace_until,
-        ), member_ids in groups.items():
+        stored = (
+            Member.objects.select_for_update()
+            .filter(pk__in=list(pending))
+            .order_by("pk")
+            .values_list("pk", "tier_id", "review_at", "grace_until")
+        )
+        current = []
+        for member_id, tier_id, review_at, grace_until in stored:
+            evaluation = pending[member_id]
+            if _is_stale(evaluation, tier_id, review_at, grace_until):
+                stale.append(member_id)
+            else:
+                current.append(evaluation)
+
+        # One UPDATE per distinct (tier, review, grace) combination, which a
+        # chunk evaluated at one moment has few of.
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for evaluation in current:
+            if evaluation.writes:
+                key = (
+                    evaluation.tier.id,
+                    evaluation.changed,
+                    evaluation.review_at,
+                    evaluation.grace_until,
+                )
+                groups[key].append(evaluation.member_id)
+        for (tier_id, tier_changed, review_at, grace_until), ids in groups.items():
             fields: dict[str, Any] = {
                 "review_at": review_at,
                 "grace_until": grace_until,
             }
             if tier_changed:
                 fields.update(tier_id=tier_id, tier_since=now)
-            Member.objects.filter(pk__in=member_ids).update(**fields)
+            Member.objects.filter(pk__in=ids).update(**fields)
+
+        recorded = [e for e in current if e.reason]
+        history = [_history_row(ladder, e, now, as_of) for e in recorded]
         TierChange.objects.bulk_create(history, batch_size=2000)
+    for evaluation in recorded:
+        assert evaluation.reason is not None
+        reasons[evaluation.reason] += 1
+    return stale
+
+
+def _reevaluate(
+    ladder: Ladder, member_ids: list[int], as_of: dt.datetime
+) -> list[MemberEvaluation]:
+    """Evaluate ``member_ids`` again from their stored records and full ledgers."""
+    evaluations: list[MemberEvaluation] = []
+    for members, _ in _member_chunks(member_ids, len(member_ids)):
+        evaluations.extend(_evaluate_chunk(ladder, members, None, as_of))
+    return evaluations
+
+
+def _apply(
+    ladder: Ladder, evaluations: list[MemberEvaluation], as_of: dt.datetime
+) -> Counter[str]:
+    """Write the chunk's tier, review and grace changes and their history rows.
+
+    A member whose record another evaluator changed since it was read is not
+    written. It is evaluated again from the new record, and that evaluation
+    replaces the stale one in ``evaluations``, so the caller sees what was
+    really written. This repeats at most STALE_RETRY_ROUNDS times, so the
+    final tier counts every activity committed before the last round.
+    Returns the number of history rows written per reason.
+    """
+    # NOTE: a member whose evaluation writes nothing is not locked. If another
+    # evaluator writes a decision that missed this call's activity, that
+    # decision remains until the member's next evaluation.
+    reasons: Counter[str] = Counter()
+    position = {e.member_id: index for index, e in enumerate(evaluations)}
+    to_write = evaluations
+    for attempt in range(STALE_RETRY_ROUNDS + 1):
+        stale = _write_unless_stale(ladder, to_write, as_of, reasons)
+        if not stale:
+            break
+        if attempt == STALE_RETRY_ROUNDS:
+            logger.warning(
+                "evaluation gave up on stale members after %d rounds "
+                "as_of=%s member_ids=%s",
+                STALE_RETRY_ROUNDS,
+                as_of.isoformat(),
+                stale,
+            )
+            break
+        logger.info(
+            "evaluation re-evaluating stale members as_of=%s member_ids=%s",
+            as_of.isoformat(),
+            stale,
+        )
+        to_write = _reevaluate(ladder, stale, as_of)
+        for evaluation in to_write:
+            evaluations[position[evaluation.member_id]] = evaluation
     return reasons
 
 

@@ -33,6 +33,11 @@ class Tier(models.Model):
         ],
     )
     description = models.TextField(_("description"), blank=True)
+    override_needs_approval = models.BooleanField(
+        _("overrides need approval"),
+        default=False,
+        help_text=_("Overrides up to this tier or a higher one need a second approver"),
+    )
     history = HistoricalRecords()
 
     class Meta:
@@ -625,6 +630,7 @@ class TierChange(models.Model):
         DEMOTION = "demotion", _("Demotion")
         RENEWAL = "renewal", _("Kept at review")
         GRACE = "grace", _("Review failed, grace period started")
+        OVERRIDE = "override", _("Manual override")
 
     member = models.ForeignKey(
         "members.Member", on_delete=models.CASCADE, related_name="tier_changes"
@@ -736,3 +742,130 @@ class JobLock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TierOverride(models.Model):
+    """A tier set by hand for one member, with who requested, approved and why.
+
+    tiers.overrides creates and changes these; tiers.evaluation applies the
+    active fixed and floor overrides each time it decides a member's tier.
+    """
+
+    class Mode(models.TextChoices):
+        FIXED = "fixed", _("Fixed until a date")
+        FLOOR = "floor", _("Floor: never below the tier")
+        ONE_OFF = "one_off", _("One-off: set now, the rules decide later")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting for approval")
+        ACTIVE = "active", _("Active")
+        REJECTED = "rejected", _("Rejected")
+        ENDED = "ended", _("Ended")
+
+    member = models.ForeignKey(
+        "members.Member",
+        verbose_name=_("member"),
+        on_delete=models.CASCADE,
+        related_name="tier_overrides",
+    )
+    tier = models.ForeignKey(
+        Tier, verbose_name=_("tier"), on_delete=models.PROTECT, related_name="+"
+    )
+    mode = models.CharField(_("mode"), max_length=16, choices=Mode)
+    until = models.DateTimeField(
+        _("until"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When the override stops applying. Required for a fixed override, "
+            "optional for a floor, ignored for a one-off."
+        ),
+    )
+    reason = models.TextField(_("reason"))
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    requested_at = models.DateTimeField(_("requested at"), editable=False)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("approved by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    approved_at = models.DateTimeField(
+        _("approved at"), null=True, blank=True, editable=False
+    )
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("rejected by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    rejection_reason = models.TextField(
+        _("reason for rejecting"), blank=True, editable=False
+    )
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        choices=Status,
+        default=Status.PENDING,
+        editable=False,
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-requested_at", "-pk"]
+        verbose_name = _("tier override")
+        verbose_name_plural = _("tier overrides")
+        permissions = [
+            ("approve_tieroverride", _("Can approve or reject tier overrides")),
+        ]
+        indexes = [
+            models.Index(fields=["member", "status"], name="tieroverride_member"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(mode="fixed") | Q(until__isnull=False),
+                name="tieroverride_fixed_has_until",
+            ),
+            # Applying an override ends the member's other active one, so
+            # evaluation never has to choose between two.
+            models.UniqueConstraint(
+                fields=["member"],
+                condition=Q(status="active"),
+                name="tieroverride_one_active_per_member",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tier} · {self.get_mode_display()}"
+
+    def summary(self) -> dict[str, Any]:
+        """Return who set the override and why, for TierChange explanations."""
+        requested_by = self.requested_by
+        approved_by = self.approved_by
+        return {
+            "id": self.pk,
+            "mode": self.mode,
+            "tier": self.tier_id,
+            "until": self.until.isoformat() if self.until else None,
+            "reason": self.reason,
+            "requested_by": requested_by.get_username() if requested_by else None,
+            "approved_by": approved_by.get_username() if approved_by else None,
+        }
+
+    def clean(self) -> None:
+        if self.mode == self.Mode.FIXED and self.until is None:
+            raise ValidationError({"until": _("Enter the date a fixed override ends.")})

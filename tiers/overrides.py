@@ -1,0 +1,234 @@
+"""Manual tier overrides: request, approve, reject and apply them.
+
+Three modes exist. A fixed override keeps the member at its tier until a
+date, a floor keeps the member from dropping below its tier, and a one-off
+sets the tier now and leaves later evaluations free to change it. An upgrade
+to a tier at or above the lowest tier marked ``override_needs_approval``
+waits for a second person to approve it. Everything else applies at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from members.models import Member
+from tiers.evaluation import evaluate
+from tiers.ladder import Ladder, LadderError
+from tiers.models import Tier, TierChange, TierOverride
+from tiers.reviews import next_review
+
+logger = logging.getLogger(__name__)
+
+Mode = TierOverride.Mode
+Status = TierOverride.Status
+
+
+class OverrideError(Exception):
+    """Raised when an override request, approval or rejection is invalid."""
+
+
+def check_request(
+    mode: str, reason: str, until: dt.datetime | None, now: dt.datetime
+) -> None:
+    """Raise OverrideError when the fields of a new override are invalid."""
+    if mode not in Mode.values:
+        raise OverrideError(
+            f"Invalid override mode {mode!r}: use one of {', '.join(Mode.values)}."
+        )
+    if not reason or not reason.strip():
+        raise OverrideError("A reason is required: say why the tier is overridden.")
+    if mode == Mode.FIXED and until is None:
+        raise OverrideError("A fixed override needs an end date: enter 'until'.")
+    if until is not None and timezone.is_naive(until):
+        raise OverrideError("The end date 'until' must include a time zone.")
+    if mode in (Mode.FIXED, Mode.FLOOR) and until is not None and until <= now:
+        raise OverrideError(
+            f"The end date {until.isoformat()} is not in the future. "
+            "Enter a later date."
+        )
+
+
+def needs_approval(member: Member, tier: Tier) -> bool:
+    """Return whether moving ``member`` up to ``tier`` needs a second approver.
+
+    Only upgrades need approval, and only to a tier whose rank is at least
+    the lowest rank of the tiers marked ``override_needs_approval``.
+    """
+    current = member.tier
+    if current is not None and tier.rank <= current.rank:
+        return False
+    lowest_flagged = Tier.objects.filter(override_needs_approval=True).aggregate(
+        rank=Min("rank")
+    )["rank"]
+    return lowest_flagged is not None and tier.rank >= lowest_flagged
+
+
+def request_override(
+    member: Member,
+    tier: Tier,
+    mode: str,
+    reason: str,
+    user: User | None,
+    until: dt.datetime | None = None,
+    *,
+    as_of: dt.datetime | None = None,
+) -> TierOverride:
+    """Create an override and apply it unless it waits for approval.
+
+    ``as_of`` (default: now) is the moment of the request, and the moment the
+    member is evaluated at when the override applies at once.
+    """
+    now = as_of or timezone.now()
+    check_request(mode, reason, until, now)
+    override = TierOverride(
+        member=member,
+        tier=tier,
+        mode=mode,
+        until=until if mode != Mode.ONE_OFF else None,
+        reason=reason.strip(),
+        requested_by=user,
+        requested_at=now,
+        status=Status.PENDING,
+    )
+    with transaction.atomic():
+        _save(override, user, "requested")
+        if needs_approval(member, tier):
+            logger.info(
+                "tier override %d for member %d to tier %d waits for approval",
+                override.pk,
+                member.pk,
+                tier.pk,
+            )
+            return override
+        _apply(override, user, now)
+    return override
+
+
+def approve(
+    override: TierOverride,
+    user: User,
+    *,
+    as_of: dt.datetime | None = None,
+) -> TierOverride:
+    """Approve a pending override and apply it.
+
+    The approver must be someone other than the requester.
+    """
+    now = as_of or timezone.now()
+    if override.status != Status.PENDING:
+        raise OverrideError(
+            f"Override {override.pk} is {override.get_status_display().lower()}, "
+            "not waiting for approval."
+        )
+    if override.requested_by_id is not None and override.requested_by_id == user.pk:
+        raise OverrideError(
+            "You requested this override, so another person must approve it."
+        )
+    if override.mode == Mode.FIXED and override.until and override.until <= now:
+        raise OverrideError(
+            f"Override {override.pk} ended on {override.until.isoformat()} before "
+            "it was approved. Reject it and request a new one."
+        )
+    with transaction.atomic():
+        override.approved_by = user
+        override.approved_at = now
+        _apply(override, user, now)
+    return override
+
+
+def reject(override: TierOverride, user: User, reason: str) -> TierOverride:
+    """Reject a pending override, recording who rejected it and why."""
+    if override.status != Status.PENDING:
+        raise OverrideError(
+            f"Override {override.pk} is {override.get_status_display().lower()}, "
+            "not waiting for approval."
+        )
+    if not reason or not reason.strip():
+        raise OverrideError("A reason is required to reject an override.")
+    override.status = Status.REJECTED
+    override.rejected_by = user
+    override.rejection_reason = reason.strip()
+    _save(override, user, "rejected")
+    logger.info("tier override %d rejected by user %s", override.pk, user.pk)
+    return override
+
+
+def _save(override: TierOverride, user: User | None, action: str) -> None:
+    # simple-history reads these two attributes for the historical row.
+    override._history_user = user  # type: ignore[attr-defined]
+    override._change_reason = action  # type: ignore[attr-defined]
+    override.save()
+
+
+def _apply(override: TierOverride, user: User | None, now: dt.datetime) -> None:
+    """Apply an override that no longer waits for approval.
+
+    The member's other active override ends first, so at most one is active.
+    """
+    member = Member.objects.select_for_update().get(pk=override.member_id)
+    for other in TierOverride.objects.filter(
+        member_id=member.pk, status=Status.ACTIVE
+    ).exclude(pk=override.pk):
+        other.status = Status.ENDED
+        _save(other, user, f"replaced by override {override.pk}")
+
+    if override.mode == Mode.ONE_OFF:
+        _set_tier_now(member, override, now)
+        override.status = Status.ENDED
+        _save(override, user, "applied once")
+    else:
+        override.status = Status.ACTIVE
+        _save(override, user, "activated")
+        # Evaluation applies active overrides and writes the history row.
+        evaluate([member.pk], as_of=now)
+    logger.info(
+        "tier override %d (%s) applied to member %d",
+        override.pk,
+        override.mode,
+        member.pk,
+    )
+
+
+def _set_tier_now(member: Member, override: TierOverride, now: dt.datetime) -> None:
+    """Write a one-off override's tier and its history row.
+
+    The tier then behaves like one reached by promotion: its review date
+    follows the tier's rules, and the next evaluation may change it.
+    """
+    try:
+        ladder: Ladder | None = Ladder.load(as_of=now)
+    except LadderError:
+        ladder = None
+    rule_set = ladder.by_id(override.tier_id) if ladder else None
+    review_at = next_review(rule_set, now) if rule_set else None
+    previous = member.tier
+    TierChange.objects.create(
+        member=member,
+        from_tier=previous,
+        to_tier=override.tier,
+        version_id=ladder.version_id if ladder else None,
+        changed_at=timezone.now(),
+        as_of=now,
+        reason=TierChange.Reason.OVERRIDE,
+        review_at=review_at,
+        explanation={
+            "as_of": now.isoformat(),
+            "from_tier": previous.name if previous else None,
+            "tier": override.tier_id,
+            "tier_name": override.tier.name,
+            "review_at": review_at.isoformat() if review_at else None,
+            "override": override.summary(),
+        },
+    )
+    Member.objects.filter(pk=member.pk).update(
+        tier=override.tier,
+        tier_since=timezone.now(),
+        review_at=review_at,
+        grace_until=None,
+    )
