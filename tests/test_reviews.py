@@ -232,3 +232,24 @@ def test_drop_between_reviews_skips_grace(tiers, store):
     member.refresh_from_db()
     assert member.tier.name == "Silver"
     assert member.grace_until is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (Downgrade.ONE_STEP, "Silver"),
+        (Downgrade.TO_QUALIFIED, "Silver"),
+        (Downgrade.TO_BASE, "Bronze"),
+    ],
+)
+def test_drop_modes_after_grace(tiers, store, mode, expected):
+    reviewed_ladder(tiers, downgrade=mode, grace_days=14)
+    member = reach_gold(store)
+    record(member, store, "purchase", local(2024, 12, 1), "1500")
+    review = local(2025, 1, 31, 12)
+
+    evaluate(as_of=review)
+    assert tier_of(member) == "Gold"
+
+    evaluate(as_of=review + dt.timedelta(days=14))
+    assert tier_of(member) == expected
