@@ -253,3 +253,21 @@ def test_drop_modes_after_grace(tiers, store, mode, expected):
 
     evaluate(as_of=review + dt.timedelta(days=14))
     assert tier_of(member) == expected
+
+
+def test_tier_that_becomes_reviewed_gets_a_review_date(tiers, store):
+    publish_spec(standard_spec(tiers))  # Gold without reviews
+    member = reach_gold(store)
+    member.refresh_from_db()
+    assert member.review_at is None
+    reviewed_ladder(tiers)  # a later version reviews Gold yearly
+
+    evaluate(as_of=local(2024, 3, 10))
+
+    member.refresh_from_db()
+    assert member.tier.name == "Gold"
+    assert member.review_at == local(2025, 3, 10)
+
+    evaluate(as_of=local(2025, 3, 10, 0, 0, 1))
+
+    assert tier_of(member) == "Bronze"  # no purchases since January 2024

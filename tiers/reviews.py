@@ -95,6 +95,10 @@ def decide_with_reviews(
         return Outcome(
             decided, TierChange.Reason.PROMOTION, next_review(decided, as_of), None
         )
+    if current.reviewed and review_at is None:
+        # The tier became reviewed in a later version (or the hold predates
+        # reviews): start its first period now instead of holding it forever.
+        review_at = next_review(current, as_of)
     review_due = review_at is not None and as_of >= review_at
     if decided.id == current.id:
         if review_due:
