@@ -58,6 +58,8 @@ def _renewed_review(tier: TierRuleSet, review_at: dt.datetime, as_of: dt.datetim
     Periods are counted from the old review date, so a review job that runs
     late does not shift the member's cycle.
     """
+    # TODO: count periods from the day the tier was reached, not from the last
+    # (possibly month-end clamped) review, so 31 Jan + 1 month stays on the 31st.
     following = next_review(tier, review_at)
     while following is not None and following <= as_of:
         following = next_review(tier, following)
@@ -121,5 +123,8 @@ def decide_with_reviews(
                 )
         elif as_of < grace_until:
             return Outcome(current, None, review_at, grace_until, held_by="grace")
+    # TODO: check retention with the metrics as of the review date rather than
+    # of this run, and give a one-step drop target a hold of its own so a
+    # second run the same night does not drop the member again.
     target = _drop_target(ladder, current, decided)
     return Outcome(target, TierChange.Reason.DEMOTION, next_review(target, as_of), None)
