@@ -168,8 +168,8 @@ def ensure_demo_program() -> bool:
     """Create the demo channel, tiers, published rules and benefits once.
 
     Returns whether anything was created. Amounts are the log's US dollars.
-    The first version is published with the "new activity" policy: nobody has
-    a tier yet, so the evaluation that follows places everyone.
+    The first version is published with the "new activity" policy. No member
+    has a tier yet, so the evaluation that follows places everyone.
     """
     Channel.objects.get_or_create(
         code=CHANNEL_CODE,

@@ -1,4 +1,4 @@
-"""The admin page that answers "why was I (not) promoted?" for any date."""
+"""The admin page that explains a member's tier as of any date."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Tier evaluation: compute metrics, pick each member's tier, record changes.
 
 One code path serves one member, a set of members or everyone, as of any
-moment. Members are processed in chunks; each chunk costs a fixed number of
-queries (members, one aggregate over the ledger, one for active overrides,
-one UPDATE per target tier, one INSERT of history rows), never a query per
-member.
+moment. Members are processed in chunks, and each chunk costs a fixed number
+of queries, never a query per member. They are the members, their active
+overrides, one aggregate over the ledger, a locking SELECT of the members to
+write, one UPDATE per target tier and one INSERT of history rows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Answering "why was I (not) promoted?": the activities behind an evaluation."""
+"""The activities behind an evaluation, for "why was I (not) promoted?" questions."""
 
 from __future__ import annotations
 

@@ -214,8 +214,8 @@ class Ladder:
         return self.outside.get(tier_id)
 
     def _load_outside(self) -> None:
-        """Load, once and only when a member holds one, the tiers this version
-        has no rule for."""
+        """Load the tiers this version has no rule for, once, on the first
+        lookup that needs them."""
         ruled = {tier.id for tier in self.tiers}
         self.outside[0] = self.base  # marks the lookup as done; no tier has id 0
         for tier in Tier.objects.exclude(pk__in=ruled):

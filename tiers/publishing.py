@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class PublishError(Exception):
-    """Raised when a version cannot be published; the message says why."""
+    """Raised when a version cannot be published; ``messages`` contains the reasons."""
 
     def __init__(self, messages: list[str]) -> None:
         super().__init__(" ".join(messages))

@@ -3,7 +3,7 @@
 A member moves up as soon as the entry rules of a higher tier hold. Moving
 down waits for the review date of a reviewed tier: at review, a member who
 meets the retention rules keeps the tier for another period, and one who does
-not drops as the tier's rule says, after an optional grace period. Tiers with
+not drops as the tier's rule sets, after an optional grace period. Tiers with
 "continuous" validity, or with "drop between reviews" set, drop at once.
 """
 

@@ -36,7 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.PRODUCTION:
             raise CommandError(
-                "load_demo creates a demo admin account; it refuses to run in production."
+                "load_demo creates a demo admin account, so it does not run in production."
             )
         wheel: Path = options["wheel"]
         if not wheel.is_file():
@@ -59,7 +59,7 @@ class Command(BaseCommand):
             report = import_file(path, kind)
             self.stdout.write(f"Import {path.name}: {report.summary()}")
             if report.refused:
-                raise CommandError(f"{path.name} was refused: {report.refused}")
+                raise CommandError(f"Import of {path.name} failed: {report.refused}")
 
         summary, _ = evaluate()
         self.stdout.write(
