@@ -15,6 +15,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -23,6 +24,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from import_export.admin import ImportExportModelAdmin
 from import_export.forms import ConfirmImportForm, ImportForm
 
@@ -206,6 +208,15 @@ def _explanation_rows(explanation: dict) -> list[dict[str, object]]:
     if retention:
         label = _("%(tier)s (retention)") % {"tier": retention.get("name", "")}
         rows.extend(_requirement_rows(retention, str(label)))
+    # A due review is judged on the metrics as of its review date.
+    review = explanation.get("review")
+    if review:
+        check = review.get("retention", {})
+        label = _("%(tier)s (retention on the review date %(date)s)") % {
+            "tier": check.get("name", ""),
+            "date": _local_date(review.get("as_of")),
+        }
+        rows.extend(_requirement_rows(check, str(label)))
     return rows
 
 
@@ -445,7 +456,68 @@ class ActivityAdmin(FileImportExportAdmin):
                 messages.WARNING,
             )
             return
+        self._report_tier_changes(request, changes)
 
+    def delete_model(self, request: HttpRequest, obj: Activity) -> None:
+        """Delete the activity, then re-evaluate its member in the same request.
+
+        The admin's delete view wraps this in a transaction, as it does a
+        save, so an unexpected evaluation error keeps the activity.
+        """
+        member_id = obj.member_id
+        activity_id = obj.pk
+        super().delete_model(request, obj)
+        self._reevaluate_after_delete(request, [activity_id], {member_id})
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[Activity]
+    ) -> None:
+        """Delete the selected activities, then re-evaluate their members.
+
+        The bulk delete action does not open a transaction, so one is opened
+        here to give the deletion and the evaluation the same outcome as a
+        single delete. The members are evaluated together, in one call.
+        """
+        with transaction.atomic():
+            rows = list(queryset.order_by().values_list("pk", "member_id"))
+            super().delete_queryset(request, queryset)
+            activity_ids = [activity_id for activity_id, member_id in rows]
+            member_ids = {member_id for activity_id, member_id in rows}
+            self._reevaluate_after_delete(request, activity_ids, member_ids)
+
+    def _reevaluate_after_delete(
+        self, request: HttpRequest, activity_ids: list[int], member_ids: set[int]
+    ) -> None:
+        """Re-evaluate the members of deleted activities and report changes.
+
+        Without a rule version in effect (LadderError) the deletion stands
+        and the user is warned.
+        """
+        if not member_ids:
+            return
+        try:
+            changes = evaluate(member_ids)[1]
+        except LadderError as error:
+            logger.warning(
+                "activities deleted without tier evaluation activity_ids=%s "
+                "member_ids=%s error=%s",
+                sorted(activity_ids),
+                sorted(member_ids),
+                error,
+            )
+            message = ngettext(
+                "The activity was deleted, but tiers were not evaluated: %(error)s",
+                "The activities were deleted, but tiers were not evaluated: %(error)s",
+                len(activity_ids),
+            )
+            self.message_user(request, message % {"error": error}, messages.WARNING)
+            return
+        self._report_tier_changes(request, changes)
+
+    def _report_tier_changes(
+        self, request: HttpRequest, changes: list[MemberEvaluation]
+    ) -> None:
+        """Show one message per member whose tier an evaluation changed."""
         names = dict(
             Member.objects.filter(pk__in=[c.member_id for c in changes]).values_list(
                 "pk", "name"

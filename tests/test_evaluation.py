@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from tests.conftest import local, make_member, publish_spec, record, standard_spec
 from tiers.evaluation import evaluate, explain_member
@@ -192,6 +193,37 @@ def test_explanation_lists_each_requirement(ladder, store):
     assert spend["start"] == "2023-07-02T00:00:00+08:00"
     assert spend["end"] == AS_OF.isoformat()
     assert orders["value"] == "1"
+
+
+def test_tier_since_is_evaluated_moment(ladder, store):
+    member = make_member(store, "A1")
+    record(member, store, "purchase", local(2024, 6, 1), "1000")
+    recorded_after = timezone.now()
+
+    evaluate(as_of=AS_OF)
+    record(member, store, "refund", local(2024, 7, 1), "-500")
+    evaluate(as_of=local(2024, 7, 2))
+
+    member.refresh_from_db()
+    assert member.tier.name == "Bronze"
+    assert member.tier_since == local(2024, 7, 2)
+    placed, dropped = reversed(TierChange.objects.filter(member=member))
+    assert placed.as_of == AS_OF
+    assert dropped.as_of == local(2024, 7, 2)
+    # changed_at is when the row was written, not the evaluated moment.
+    assert placed.changed_at >= recorded_after
+    assert dropped.changed_at >= placed.changed_at
+
+
+def test_unchanged_tier_keeps_tier_since(ladder, store):
+    member = make_member(store, "A1")
+    record(member, store, "purchase", local(2024, 6, 1), "1000")
+    evaluate(as_of=AS_OF)
+
+    evaluate(as_of=local(2024, 7, 1))
+
+    member.refresh_from_db()
+    assert member.tier_since == AS_OF
 
 
 def test_second_run_records_nothing(ladder, store):

@@ -85,13 +85,52 @@ def test_fixed_promotion_records_who_and_why(ladder, store, alice):
     )
 
     change = TierChange.objects.filter(member=member).first()
-    assert change.reason == TierChange.Reason.PROMOTION
+    assert change.reason == TierChange.Reason.OVERRIDE
+    assert change.from_tier == ladder["bronze"]
     assert change.to_tier == ladder["gold"]
+    assert TierChange.objects.filter(member=member).count() == 2
     recorded = change.explanation["override"]
     assert recorded["mode"] == Mode.FIXED
     assert recorded["reason"] == "Compensation for the lost order"
     assert recorded["requested_by"] == "alice"
     assert recorded["approved_by"] is None
+
+
+def silver_member(store, external_id="S"):
+    """A member placed in Silver on 6 January 2024 by a ¥1,000 purchase."""
+    member = make_member(store, external_id)
+    record(member, store, "purchase", local(2024, 1, 5), "1000")
+    evaluate([member.pk], as_of=local(2024, 1, 6))
+    member.refresh_from_db()
+    return member
+
+
+@pytest.mark.parametrize("mode", [Mode.FIXED, Mode.FLOOR])
+def test_override_at_current_tier_recorded(ladder, store, alice, mode):
+    member = silver_member(store)
+    tier_since = member.tier_since
+
+    request_override(
+        member,
+        ladder["silver"],
+        mode,
+        "Partner employee",
+        alice,
+        until=local(2024, 6, 1),
+        as_of=local(2024, 1, 10),
+    )
+
+    change = TierChange.objects.filter(member=member).first()
+    assert change.reason == TierChange.Reason.OVERRIDE
+    assert change.from_tier == ladder["silver"]
+    assert change.to_tier == ladder["silver"]
+    assert change.as_of == local(2024, 1, 10)
+    assert change.explanation["override"]["mode"] == mode
+    assert change.explanation["override"]["requested_by"] == "alice"
+    assert change.explanation["override"]["reason"] == "Partner employee"
+    assert change.explanation["tier_name"] == "Silver"
+    member.refresh_from_db()
+    assert member.tier_since == tier_since
 
 
 def test_fixed_can_hold_member_below_rules(ladder, store, alice):
@@ -186,6 +225,39 @@ def test_one_off_changes_now_then_rules_decide(ladder, store, alice):
     assert tier_of(member) == "Bronze"
 
 
+def test_one_off_tier_since_is_request_moment(ladder, store, alice):
+    member = bronze_member(store)
+
+    request_override(
+        member,
+        ladder["gold"],
+        Mode.ONE_OFF,
+        "Goodwill after the delivery complaint",
+        alice,
+        as_of=local(2024, 1, 10),
+    )
+
+    member.refresh_from_db()
+    assert member.tier_since == local(2024, 1, 10)
+
+
+def test_fixed_tier_since_is_request_moment(ladder, store, alice):
+    member = bronze_member(store)
+
+    request_override(
+        member,
+        ladder["gold"],
+        Mode.FIXED,
+        "Campaign winner",
+        alice,
+        until=local(2024, 6, 1),
+        as_of=local(2024, 1, 10),
+    )
+
+    member.refresh_from_db()
+    assert member.tier_since == local(2024, 1, 10)
+
+
 def test_new_override_ends_active_one(ladder, store, alice):
     member = bronze_member(store)
     first = request_override(
@@ -209,7 +281,12 @@ def test_new_override_ends_active_one(ladder, store, alice):
 
     first.refresh_from_db()
     assert first.status == Status.ENDED
+    assert first.ended_at == local(2024, 1, 11)
+    assert first.ended_by == alice
+    assert first.end_reason == TierOverride.EndReason.REPLACED
     assert TierOverride.objects.filter(member=member, status=Status.ACTIVE).count() == 1
+    latest = first.history.order_by("-history_date", "-history_id").first()
+    assert latest.history_change_reason.startswith("replaced by override")
 
 
 def test_upgrade_to_flagged_tier_waits(ladder, store, alice):
@@ -250,6 +327,92 @@ def test_downgrade_to_flagged_tier_applies_at_once(ladder, store, alice):
     assert tier_of(member) == "Gold"
 
 
+def gold_by_hand(ladder, store):
+    """A member put in Gold by hand, which the rules alone do not give."""
+    member = bronze_member(store)
+    member.tier = ladder["gold"]
+    member.save()
+    return member
+
+
+@pytest.mark.parametrize("mode", [Mode.FIXED, Mode.FLOOR])
+def test_hold_at_current_flagged_tier_waits(ladder, store, alice, mode):
+    ladder["gold"].override_needs_approval = True
+    ladder["gold"].save()
+    member = gold_by_hand(ladder, store)
+
+    override = request_override(
+        member,
+        ladder["gold"],
+        mode,
+        "VIP guest",
+        alice,
+        until=local(2024, 6, 1),
+        as_of=local(2024, 1, 10),
+    )
+
+    assert override.status == Status.PENDING
+    assert not TierChange.objects.filter(reason=TierChange.Reason.OVERRIDE).exists()
+
+
+def test_floor_below_current_flagged_tier_waits(ladder, store, alice):
+    ladder["gold"].override_needs_approval = True
+    ladder["gold"].save()
+    member = bronze_member(store)
+    member.tier = ladder["platinum"]
+    member.save()
+
+    override = request_override(
+        member,
+        ladder["gold"],
+        Mode.FLOOR,
+        "VIP guest",
+        alice,
+        as_of=local(2024, 1, 10),
+    )
+
+    assert override.status == Status.PENDING
+
+
+def test_one_off_at_current_flagged_tier_applies(ladder, store, alice):
+    ladder["gold"].override_needs_approval = True
+    ladder["gold"].save()
+    member = gold_by_hand(ladder, store)
+
+    override = request_override(
+        member,
+        ladder["gold"],
+        Mode.ONE_OFF,
+        "Review date reset",
+        alice,
+        as_of=local(2024, 1, 10),
+    )
+
+    assert override.status == Status.ENDED
+    assert tier_of(member) == "Gold"
+
+
+def test_fixed_downgrade_to_flagged_tier_applies(ladder, store, alice):
+    ladder["gold"].override_needs_approval = True
+    ladder["gold"].save()
+    member = bronze_member(store)
+    member.tier = ladder["platinum"]
+    member.save()
+
+    override = request_override(
+        member,
+        ladder["gold"],
+        Mode.FIXED,
+        "Corrected by hand",
+        alice,
+        until=local(2024, 6, 1),
+        as_of=local(2024, 1, 10),
+    )
+
+    assert override.status == Status.ACTIVE
+    assert tier_of(member) == "Gold"
+
+
 def test_requester_cannot_approve(ladder, store, alice, bob):
     ladder["gold"].override_needs_approval = True
     ladder["gold"].save()
@@ -286,6 +449,28 @@ def test_approve_twice_is_rejected(ladder, store, alice, bob):
         approve(override, bob)
 
 
+def test_approve_expired_floor_raises(ladder, store, alice, bob):
+    ladder["gold"].override_needs_approval = True
+    ladder["gold"].save()
+    member = bronze_member(store)
+    override = request_override(
+        member,
+        ladder["gold"],
+        Mode.FLOOR,
+        "Campaign winner",
+        alice,
+        until=local(2024, 2, 1),
+        as_of=local(2024, 1, 10),
+    )
+
+    with pytest.raises(OverrideError, match="before it was approved"):
+        approve(override, bob, as_of=local(2024, 2, 2))
+
+    override.refresh_from_db()
+    assert override.status == Status.PENDING
+    assert tier_of(member) == "Bronze"
+
+
 def test_reject_records_who_and_why(ladder, store, alice, bob):
     ladder["gold"].override_needs_approval = True
     ladder["gold"].save()
@@ -294,11 +479,12 @@ def test_reject_records_who_and_why(ladder, store, alice, bob):
 
     with pytest.raises(OverrideError, match="reason is required"):
         reject(override, bob, " ")
-    reject(override, bob, "No purchase history")
+    reject(override, bob, "No purchase history", as_of=local(2024, 1, 12))
 
     override.refresh_from_db()
     assert override.status == Status.REJECTED
     assert override.rejected_by == bob
+    assert override.rejected_at == local(2024, 1, 12)
     assert override.rejection_reason == "No purchase history"
     assert tier_of(member) == "Bronze"
 
@@ -495,3 +681,84 @@ def test_admin_changelist_query_count(
         response = client.get(reverse("admin:tiers_tieroverride_changelist"))
 
     assert response.status_code == 200
+
+
+def test_member_page_lists_overrides(ladder, store, alice, bob):
+    ladder["gold"].override_needs_approval = True
+    ladder["gold"].save()
+    member = bronze_member(store)
+    rejected = request_override(
+        member, ladder["gold"], Mode.ONE_OFF, "VIP guest", alice
+    )
+    reject(rejected, bob, "No purchase history")
+    replaced = request_override(
+        member, ladder["silver"], Mode.FLOOR, "Partner employee", alice
+    )
+    pending = request_override(
+        member,
+        ladder["gold"],
+        Mode.FIXED,
+        "Campaign winner",
+        alice,
+        until=local(2030, 1, 1),
+    )
+    approve(pending, bob)
+    client = Client(headers={"accept-language": "en"})
+    client.force_login(bob)
+
+    response = client.get(reverse("admin:members_member_change", args=[member.pk]))
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    start = content.index('id="tier_overrides-group"')
+    inline = content[start : content.index("</table>", start)]
+    assert inline.count("<tr") == 4  # the header and one row per override
+    assert "VIP guest" in inline
+    assert "Rejected: bob, " in inline
+    assert "No purchase history" in inline
+    assert "Partner employee" in inline
+    assert "Replaced by a newer override: bob, " in inline
+    assert "Campaign winner" in inline
+    assert "Approved: bob, " in inline
+    assert "Active" in inline
+    assert inline.count("alice, ") == 3
+    replaced.refresh_from_db()
+    assert replaced.end_reason == TierOverride.EndReason.REPLACED
+
+
+def test_member_page_override_queries_flat(ladder, store, alice, bob):
+    member = bronze_member(store)
+    client = Client()
+    client.force_login(bob)
+    url = reverse("admin:members_member_change", args=[member.pk])
+    request_override(member, ladder["silver"], Mode.FLOOR, "Partner", alice)
+    with CaptureQueriesContext(connection) as one:
+        client.get(url)
+    for _ in range(3):
+        request_override(member, ladder["silver"], Mode.FLOOR, "Partner", alice)
+
+    with CaptureQueriesContext(connection) as four:
+        client.get(url)
+
+    assert len(four.captured_queries) == len(one.captured_queries)
+
+
+def test_admin_override_page_shows_decision(ladder, store, alice, bob):
+    ladder["gold"].override_needs_approval = True
+    ladder["gold"].save()
+    member = bronze_member(store)
+    override = request_override(member, ladder["gold"], Mode.ONE_OFF, "VIP", alice)
+    reject(override, bob, "No purchase history")
+    client = Client(headers={"accept-language": "en"})
+    client.force_login(bob)
+
+    response = client.get(
+        reverse("admin:tiers_tieroverride_change", args=[override.pk])
+    )
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "Rejected by:" in content
+    assert "Reason for rejecting:" in content
+    assert "No purchase history" in content
+    assert 'name="reason"' not in content

@@ -6,13 +6,18 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
+from members.models import Activity
 from tests.conftest import local, make_member, publish_spec, record, standard_spec
 from tiers.evaluation import evaluate
-from tiers.models import ReviewWarning, Validity
-from tiers.rules import Need, any_of
+from tiers.models import ReviewWarning, RuleVersion, TierOverride, Validity
+from tiers.overrides import request_override
+from tiers.publishing import publish
+from tiers.rules import Need, any_of, build
 from tiers.warnings import record_review_warnings, warning_text
 
 pytestmark = pytest.mark.django_db
@@ -23,14 +28,18 @@ REVIEW = local(2025, 6, 30, 12)
 THIRTY_DAYS_BEFORE = REVIEW - dt.timedelta(days=30)
 
 
-def publish_yearly_gold(tiers, retention=None):
-    """Publish the standard ladder with Gold reviewed 12 months after reaching it."""
+def yearly_gold_spec(tiers, retention=None):
+    """Return the standard ladder with Gold reviewed 12 months after reaching it."""
     spec = standard_spec(tiers)
     gold = spec.tiers[2]
     gold.validity = Validity.MONTHS
     gold.validity_months = 12
     gold.retention = retention
-    publish_spec(spec)
+    return spec
+
+
+def publish_yearly_gold(tiers, retention=None):
+    publish_spec(yearly_gold_spec(tiers, retention))
 
 
 def reach_gold(store, external_id, first_order=None):
@@ -220,3 +229,122 @@ def test_query_count_flat_in_members(tiers, store):
     # chunk, their active overrides, the ledger aggregate and the INSERT.
     assert len(one_member.captured_queries) == 11
     assert len(five_members.captured_queries) == 11
+
+
+# Overrides and publish policies that keep the tier at the review
+
+
+def request_hold(member, tier, mode, until=None):
+    """Request an override by a staff member on 1 January 2025."""
+    staff = User.objects.create_user("staff", "staff@example.com", "pw-12345-x")
+    return request_override(
+        member,
+        tier,
+        mode,
+        "Partner employee",
+        staff,
+        until=until,
+        as_of=local(2025, 1, 1),
+    )
+
+
+def test_floor_keeping_tier_gets_none(tiers, store):
+    publish_yearly_gold(tiers)
+    member = at_risk_member(store)
+    request_hold(member, tiers["gold"], TierOverride.Mode.FLOOR)
+
+    created = record_review_warnings(THIRTY_DAYS_BEFORE, days_ahead=30)
+
+    assert created == 0
+
+
+def test_fixed_past_review_gets_none(tiers, store):
+    publish_yearly_gold(tiers)
+    member = at_risk_member(store)
+    until = REVIEW + dt.timedelta(days=10)
+    request_hold(member, tiers["gold"], TierOverride.Mode.FIXED, until=until)
+
+    created = record_review_warnings(THIRTY_DAYS_BEFORE, days_ahead=30)
+
+    assert created == 0
+
+
+@pytest.mark.parametrize(
+    ("tier", "mode", "until"),
+    [
+        ("gold", TierOverride.Mode.FIXED, REVIEW - dt.timedelta(days=1)),
+        ("gold", TierOverride.Mode.FIXED, REVIEW),
+        ("gold", TierOverride.Mode.FLOOR, REVIEW - dt.timedelta(days=1)),
+        ("silver", TierOverride.Mode.FLOOR, None),
+    ],
+)
+def test_override_not_keeping_tier_warns(tiers, store, tier, mode, until):
+    publish_yearly_gold(tiers)
+    member = at_risk_member(store)
+    request_hold(member, tiers[tier], mode, until=until)
+
+    created = record_review_warnings(THIRTY_DAYS_BEFORE, days_ahead=30)
+
+    assert created == 1
+    assert ReviewWarning.objects.get().member == member
+
+
+def publish_new_activity_version(tiers):
+    """Publish the same rules again from 15 January 2025, for new activity only.
+
+    Every ledger row written so far is marked recorded when it occurred, so
+    none of it counts as activity after the version took effect.
+    """
+    Activity.objects.update(recorded_at=F("occurred_at"))
+    publish(
+        build(yearly_gold_spec(tiers)),
+        user=None,
+        reason="test set-up",
+        policy=RuleVersion.Policy.NEW_ACTIVITY,
+        effective_from=local(2025, 1, 15),
+        allow_past=True,
+    )
+
+
+def test_new_activity_policy_without_activity_gets_none(tiers, store):
+    publish_yearly_gold(tiers)
+    at_risk_member(store)
+    publish_new_activity_version(tiers)
+
+    created = record_review_warnings(THIRTY_DAYS_BEFORE, days_ahead=30)
+
+    assert created == 0
+
+
+def test_new_activity_policy_with_activity_warns(tiers, store):
+    publish_yearly_gold(tiers)
+    member = at_risk_member(store)
+    publish_new_activity_version(tiers)
+    visit = record(member, store, "visit", local(2025, 2, 1))
+    Activity.objects.filter(pk=visit.pk).update(recorded_at=local(2025, 2, 1))
+
+    created = record_review_warnings(THIRTY_DAYS_BEFORE, days_ahead=30)
+
+    assert created == 1
+    assert ReviewWarning.objects.get().member == member
+
+
+def test_grandfather_policy_still_warns(tiers, store):
+    publish_yearly_gold(tiers)
+    member = at_risk_member(store)
+    Activity.objects.update(recorded_at=F("occurred_at"))
+    publish(
+        build(yearly_gold_spec(tiers)),
+        user=None,
+        reason="test set-up",
+        policy=RuleVersion.Policy.GRANDFATHER,
+        effective_from=local(2025, 1, 15),
+        allow_past=True,
+    )
+
+    created = record_review_warnings(THIRTY_DAYS_BEFORE, days_ahead=30)
+
+    # Grandfathering lasts until the review, so the review itself judges
+    # the member by the new rules.
+    assert created == 1
+    assert ReviewWarning.objects.get().member == member

@@ -125,14 +125,16 @@ def test_review_one_second_early_changes_nothing(tiers, store):
 
 
 @pytest.mark.parametrize(
-    ("mode", "expected"),
+    ("mode", "expected", "review_at"),
     [
-        (Downgrade.ONE_STEP, "Silver"),
-        (Downgrade.TO_QUALIFIED, "Silver"),
-        (Downgrade.TO_BASE, "Bronze"),
+        # Silver has no reviews, so a one-step drop holds it until Gold's
+        # next review date; the other drops leave Silver and Bronze unheld.
+        (Downgrade.ONE_STEP, "Silver", local(2026, 1, 31, 12)),
+        (Downgrade.TO_QUALIFIED, "Silver", None),
+        (Downgrade.TO_BASE, "Bronze", None),
     ],
 )
-def test_failed_review_drop_modes(tiers, store, mode, expected):
+def test_failed_review_drop_modes(tiers, store, mode, expected, review_at):
     reviewed_ladder(tiers, downgrade=mode)
     member = reach_gold(store)
     # In the year before the review: 1,500 of spend, enough for Silver only.
@@ -142,7 +144,7 @@ def test_failed_review_drop_modes(tiers, store, mode, expected):
 
     assert tier_of(member) == expected
     member.refresh_from_db()
-    assert member.review_at is None  # Silver and Bronze are not reviewed
+    assert member.review_at == review_at
 
 
 def test_one_step_drop_stops_above_qualified(tiers, store):
@@ -199,13 +201,95 @@ def test_catching_up_in_grace_renews(tiers, store):
 def test_late_review_keeps_cycle(tiers, store):
     reviewed_ladder(tiers)
     member = reach_gold(store)
-    for month in range(1, 13):
-        record(member, store, "purchase", local(2025, month, 15), "1000")
+    # One order a month from February 2024 to February 2026, so the year
+    # before each of the two missed reviews has 12.
+    for index in range(1, 26):
+        when = local(2024 + index // 12, index % 12 + 1, 15)
+        record(member, store, "purchase", when, "1000")
 
     evaluate(as_of=local(2026, 3, 1))  # the January 2025 and 2026 reviews ran late
 
     member.refresh_from_db()
+    assert member.tier.name == "Gold"
     assert member.review_at == local(2027, 1, 31, 12)
+
+
+def monthly_gold(tiers):
+    """Publish the standard ladder with Gold reviewed every month."""
+    return reviewed_ladder(tiers, validity_months=1)
+
+
+def test_monthly_reviews_keep_month_end(tiers, store):
+    monthly_gold(tiers)
+    member = reach_gold(store)  # on 31 January 2024 at noon
+    expected = [
+        local(2024, 2, 29, 12),
+        local(2024, 3, 31, 12),
+        local(2024, 4, 30, 12),
+        local(2024, 5, 31, 12),
+        local(2024, 6, 30, 12),
+    ]
+    member.refresh_from_db()
+    reviews = [member.review_at]
+
+    for _ in range(4):
+        evaluate(as_of=reviews[-1])
+        member.refresh_from_db()
+        reviews.append(member.review_at)
+
+    assert reviews == expected
+    assert tier_of(member) == "Gold"
+
+
+def test_late_monthly_review_keeps_month_end(tiers, store):
+    monthly_gold(tiers)
+    member = reach_gold(store)
+
+    evaluate(as_of=local(2024, 3, 5))  # the 29 February review ran late
+
+    member.refresh_from_db()
+    assert member.review_at == local(2024, 3, 31, 12)
+
+
+def test_leap_day_reviews_february_end(tiers, store):
+    reviewed_ladder(tiers)
+    member = make_member(store, "L")
+    for day in range(20, 26):
+        record(member, store, "purchase", local(2028, 2, day), "1000")
+    evaluate(as_of=local(2028, 2, 29, 12))
+    member.refresh_from_db()
+    reviews = [member.review_at]
+
+    for year in range(2029, 2032):
+        for day in range(1, 7):
+            record(member, store, "purchase", local(year, 2, day), "1000")
+        evaluate(as_of=reviews[-1])
+        member.refresh_from_db()
+        reviews.append(member.review_at)
+
+    assert reviews == [
+        local(2029, 2, 28, 12),
+        local(2030, 2, 28, 12),
+        local(2031, 2, 28, 12),
+        local(2032, 2, 29, 12),
+    ]
+    assert member.tier.name == "Gold"
+    assert member.tier_since == local(2028, 2, 29, 12)
+
+
+def test_late_started_cycle_keeps_start(tiers, store):
+    publish_spec(standard_spec(tiers))  # Gold without reviews
+    member = reach_gold(store)  # reached on 31 January 2024
+    reviewed_ladder(tiers)
+    evaluate(as_of=local(2024, 3, 10))  # the first period starts now
+    for day in range(1, 7):
+        record(member, store, "purchase", local(2025, 3, day), "1000")
+
+    evaluate(as_of=local(2025, 3, 10))
+
+    member.refresh_from_db()
+    assert member.tier.name == "Gold"
+    assert member.review_at == local(2026, 3, 10)
 
 
 def test_review_run_twice_changes_nothing(tiers, store):

@@ -1170,6 +1170,25 @@ class TierOverrideAdmin(GuardedHistoryAdmin):
     raw_id_fields = ["member"]
     search_fields = ["member__name", "reason"]
     actions = ["approve_selected", "reject_selected"]
+    # Shown on an existing override's page, below the fields of the request.
+    decision_fields = (
+        "status",
+        "requested_by",
+        "requested_at",
+        "approved_by",
+        "approved_at",
+        "rejected_by",
+        "rejected_at",
+        "rejection_reason",
+        "ended_by",
+        "ended_at",
+        "end_reason",
+    )
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: TierOverride | None = None
+    ) -> Sequence[str]:
+        return () if obj is None else self.decision_fields
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request)
@@ -1247,6 +1266,104 @@ class TierOverrideAdmin(GuardedHistoryAdmin):
                 gettext("%(count)d override(s) rejected.") % {"count": rejected},
                 messages.SUCCESS,
             )
+
+
+def _format_moment(value: dt.datetime) -> str:
+    return f"{timezone.localtime(value, program_zone()):%Y-%m-%d %H:%M}"
+
+
+def _by_user_on(user: User | None, moment: dt.datetime | None) -> str:
+    """Format who acted and when, such as "alice, 2024-01-10 09:30"."""
+    parts = [user.get_username()] if user is not None else []
+    if moment is not None:
+        parts.append(_format_moment(moment))
+    return ", ".join(parts) or "—"
+
+
+class TierOverrideInline(admin.TabularInline):
+    """The member's overrides, newest first: who requested and decided each,
+    when and why, and how it ended.
+
+    Read-only, because overrides change only through tiers.overrides, from
+    the tier override pages.
+    """
+
+    model = TierOverride
+    fk_name = "member"
+    # A read-only table without Django's title row per override.
+    template = "admin/members/tier_history_inline.html"
+    fields = (
+        "requested",
+        "tier",
+        "mode",
+        "end_date",
+        "reason",
+        "status",
+        "decision",
+        "ending",
+    )
+    readonly_fields = fields
+    ordering = ("-requested_at", "-pk")
+    extra = 0
+    can_delete = False
+    verbose_name_plural = _("tier overrides")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TierOverride]:
+        # The tier and up to four users are shown on every row.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related(
+                "tier", "requested_by", "approved_by", "rejected_by", "ended_by"
+            )
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("requested"))
+    def requested(self, override: TierOverride) -> str:
+        return _by_user_on(override.requested_by, override.requested_at)
+
+    @admin.display(description=_("until"))
+    def end_date(self, override: TierOverride) -> str:
+        return _format_moment(override.until) if override.until else "—"
+
+    @admin.display(description=_("decision"))
+    def decision(self, override: TierOverride) -> str:
+        if override.status == TierOverride.Status.REJECTED:
+            return format_html(
+                "{}<br>{}",
+                gettext("Rejected: %(by)s")
+                % {"by": _by_user_on(override.rejected_by, override.rejected_at)},
+                override.rejection_reason,
+            )
+        if override.approved_at is not None:
+            return gettext("Approved: %(by)s") % {
+                "by": _by_user_on(override.approved_by, override.approved_at)
+            }
+        if override.status == TierOverride.Status.PENDING:
+            return "—"
+        return gettext("Applied without approval")
+
+    @admin.display(description=_("ended"))
+    def ending(self, override: TierOverride) -> str:
+        if override.status != TierOverride.Status.ENDED:
+            return "—"
+        ended = _by_user_on(override.ended_by, override.ended_at)
+        end_reason = override.get_end_reason_display()
+        # Overrides ended before the end reason was recorded have none.
+        return f"{end_reason}: {ended}" if end_reason else ended
+
+
+# The member page belongs to members.admin. The inline is added from here so
+# that the override admin stays in one app. members precedes tiers in
+# INSTALLED_APPS, so the member admin is registered before this module loads.
+_member_admin_class = type(admin.site.get_model_admin(Member))
+_member_admin_class.inlines = [*_member_admin_class.inlines, TierOverrideInline]
 
 
 @admin.register(ReviewWarning)

@@ -4,7 +4,11 @@ One code path serves one member, a set of members or everyone, as of any
 moment. Members are processed in chunks, and each chunk costs a fixed number
 of queries, never a query per member. They are the members, their active
 overrides, one aggregate over the ledger, a locking SELECT of the members to
-write, one UPDATE per target tier and one INSERT of history rows.
+write, one UPDATE per target tier and one INSERT of history rows. Two more
+kinds of query run only when a chunk needs them. A review is judged on the
+metrics as of its date, which costs one aggregate per local day on which
+due reviews fall. A one-step drop may hold a member's tier, which costs one
+read of those members' demotion history.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from members.models import Activity, Member
+from tiers.followups import after_tier_changes
 from tiers.ladder import Ladder, TierRuleSet
-from tiers.metrics import compute_metrics
-from tiers.models import RuleVersion, TierChange, TierOverride
-from tiers.reviews import Outcome, decide_with_reviews, next_review
+from tiers.metrics import compute_metrics, program_zone
+from tiers.models import Downgrade, RuleVersion, TierChange, TierOverride
+from tiers.reviews import Outcome, decide_with_reviews, next_review, review_after
 
 logger = logging.getLogger(__name__)
 
@@ -142,24 +147,41 @@ def _hold_by_policy(
 def _active_overrides(
     member_ids: list[int], as_of: dt.datetime
 ) -> dict[int, TierOverride]:
-    """Return the override in force at ``as_of`` for each member, in one query.
+    """Return the override in force at ``as_of`` for each member.
 
     An override is in force while it is active, was requested by ``as_of``
-    and its end date, if any, is after ``as_of``.
+    and its end date, if any, is after ``as_of``. One query loads them,
+    joined to the member for its stored review and grace dates. An active
+    override whose end date has passed is marked ended here, which costs
+    more queries only when there is one.
     """
     # NOTE: status is the override's current state, so evaluating as of a past
     # moment applies an override that was active then only if it still is.
+    now = timezone.now()
+    in_force_or_ended = Q(until__isnull=True) | Q(until__gt=as_of) | Q(until__lte=now)
     overrides = (
         TierOverride.objects.filter(
+            in_force_or_ended,
             member_id__in=member_ids,
             status=TierOverride.Status.ACTIVE,
             requested_at__lte=as_of,
         )
-        .filter(Q(until__isnull=True) | Q(until__gt=as_of))
-        .select_related("requested_by", "approved_by")
+        .select_related("member", "requested_by", "approved_by")
         .order_by("requested_at", "pk")
     )
-    return {override.member_id: override for override in overrides}
+    in_force: dict[int, TierOverride] = {}
+    ended: list[int] = []
+    for override in overrides:
+        if override.until is None or override.until > as_of:
+            in_force[override.member_id] = override
+        else:
+            ended.append(override.member_id)
+    if ended:
+        # Imported on use because tiers.overrides imports this module.
+        from tiers.overrides import end_expired_overrides
+
+        end_expired_overrides(as_of, member_ids=ended)
+    return in_force
 
 
 def _direction(previous: TierRuleSet | None, tier: TierRuleSet) -> str | None:
@@ -182,26 +204,257 @@ def _apply_override(
 ) -> Outcome | None:
     """Return the outcome an active override imposes, or None if it changes nothing.
 
-    A fixed override sets its tier, and a reviewed tier is reviewed at the
-    override's end date so the rules take over then. A floor raises a lower
-    outcome to its tier and leaves a higher one alone.
+    A floor raises a lower outcome to its tier and leaves a higher one alone.
+    A fixed override sets its tier. An override that keeps the member's
+    current tier against the rules keeps it as if its retention rules were
+    met: a review that falls due renews the hold, and a grace period ends.
+    The exception is a fixed override that holds the member above what the
+    rules give. A reviewed tier is then reviewed at the override's end, or
+    at the later review date the member already had, so the rules take over
+    as at a review.
     """
     tier = ladder.by_id(override.tier_id)
     if tier is None:
         return None
-    if override.mode == TierOverride.Mode.FLOOR and outcome.tier.rank >= tier.rank:
+    # Loaded by _active_overrides with the override.
+    member = override.member
+    at_tier = previous is not None and previous.id == tier.id
+    # What the member gets at the current tier if its retention rules are met.
+    kept = None
+    if at_tier:
+        kept = decide_with_reviews(
+            ladder,
+            tier,
+            previous,
+            member.review_at,
+            member.grace_until,
+            as_of,
+            tier_since=member.tier_since,
+        )
+
+    if override.mode == TierOverride.Mode.FLOOR:
+        lifted = outcome.tier.rank < tier.rank or outcome.held_by == "grace"
+        if kept is not None and lifted:
+            return Outcome(tier, kept.reason, kept.review_at, None)
+        if outcome.tier.rank >= tier.rank:
+            return None
+        return Outcome(tier, _direction(previous, tier), next_review(tier, as_of), None)
+
+    if outcome.tier.id == tier.id:
         return None
-    if previous is not None and previous.id == tier.id:
-        if override.mode == TierOverride.Mode.FIXED:
-            review_at = override.until if tier.reviewed else None
-            return Outcome(tier, None, review_at, None)
-        # The floor keeps the current tier, so its review and grace dates stay.
-        return Outcome(tier, None, outcome.review_at, outcome.grace_until)
-    if override.mode == TierOverride.Mode.FIXED:
-        review_at = override.until if tier.reviewed else None
-    else:
-        review_at = next_review(tier, as_of)
+    if outcome.tier.rank > tier.rank:
+        # The override holds the member below the rules, which take over at
+        # its end with a promotion, so its end date plays no part here.
+        if kept is not None:
+            return Outcome(tier, kept.reason, kept.review_at, None)
+        return Outcome(tier, _direction(previous, tier), next_review(tier, as_of), None)
+    review_at = override.until if tier.reviewed else None
+    if at_tier and review_at is not None and member.review_at is not None:
+        review_at = max(review_at, member.review_at)
     return Outcome(tier, _direction(previous, tier), review_at, None)
+
+
+def _rules_decision(
+    ladder: Ladder,
+    row: MemberRow,
+    metrics: dict[str, Decimal],
+    has_new_activity: bool,
+    as_of: dt.datetime,
+) -> tuple[TierRuleSet, str]:
+    """Return the tier that the rules and the publish policy give on
+    ``metrics``, and the policy that held the tier, if any."""
+    _, previous_tier_id, tier_since, review_at, _ = row
+    decided, _ = ladder.choose(metrics, previous_tier_id)
+    return _hold_by_policy(
+        ladder,
+        decided,
+        previous_tier_id,
+        tier_since,
+        review_at,
+        has_new_activity,
+        as_of,
+    )
+
+
+def _hold_candidates(
+    ladder: Ladder,
+    members: Sequence[MemberRow],
+    decisions: dict[int, tuple[TierRuleSet, str]],
+    as_of: dt.datetime,
+) -> dict[int, tuple[int, dt.datetime]]:
+    """Return the tier id and review date of each member whose outcome
+    depends on whether a one-step drop placed it in its tier.
+
+    These are members of a tier that drops between reviews (continuous, or
+    with "drop between reviews" set) whose retention fails now, and members
+    of a continuous tier whose review date is due.
+    """
+    candidates = {}
+    for member_id, tier_id, _, review_at, _ in members:
+        current = ladder.by_id(tier_id)
+        if current is None or review_at is None:
+            continue
+        failing = decisions[member_id][0].rank < current.rank
+        if current.reviewed:
+            may_hold = current.demote_between_reviews and failing and as_of < review_at
+        else:
+            may_hold = failing or as_of >= review_at
+        if may_hold:
+            candidates[member_id] = (current.id, review_at)
+    return candidates
+
+
+def _held_after_one_step_drop(
+    ladder: Ladder, candidates: dict[int, tuple[int, dt.datetime]]
+) -> set[int]:
+    """Return the candidates who hold their tier after a one-step drop.
+
+    ``candidates`` maps member ids to their tier id and review date. A
+    member holds its tier when its latest demotion came from a tier that
+    drops one step, into the tier it has now, with the review date it has
+    now. One query reads the demotions of all candidates.
+    """
+    if not candidates:
+        return set()
+    demotions = (
+        TierChange.objects.filter(
+            member_id__in=list(candidates), reason=TierChange.Reason.DEMOTION
+        )
+        .order_by("member_id", "-changed_at", "-pk")
+        .values_list("member_id", "from_tier_id", "to_tier_id", "review_at")
+    )
+    latest: dict[int, tuple[int | None, int, dt.datetime | None]] = {}
+    for member_id, from_tier_id, to_tier_id, review_at in demotions:
+        latest.setdefault(member_id, (from_tier_id, to_tier_id, review_at))
+    held = set()
+    for member_id, (tier_id, review_at) in candidates.items():
+        if member_id not in latest:
+            continue
+        dropped_from_id, dropped_to_id, drop_review_at = latest[member_id]
+        dropped_from = ladder.by_id(dropped_from_id)
+        if (
+            dropped_from is not None
+            and dropped_from.downgrade == Downgrade.ONE_STEP
+            and dropped_to_id == tier_id
+            and drop_review_at == review_at
+        ):
+            held.add(member_id)
+    return held
+
+
+def _reviews_to_judge(
+    ladder: Ladder,
+    members: Sequence[MemberRow],
+    decisions: dict[int, tuple[TierRuleSet, str]],
+    held: set[int],
+    as_of: dt.datetime,
+) -> dict[int, dt.datetime]:
+    """Return the review date of each member whose review is judged on the
+    metrics as of that date.
+
+    Left out are members in a grace period (catching up there counts until
+    the grace ends), members the rules promote now, and reviews that fall
+    exactly at ``as_of``, whose metrics are this run's.
+    """
+    reviews = {}
+    for member_id, tier_id, _, review_at, grace_until in members:
+        current = ladder.by_id(tier_id)
+        if current is None or review_at is None or grace_until is not None:
+            continue
+        if review_at >= as_of or decisions[member_id][0].rank > current.rank:
+            continue
+        if current.reviewed or member_id in held:
+            reviews[member_id] = review_at
+    return reviews
+
+
+def _metrics_at_reviews(
+    ladder: Ladder, reviews: dict[int, dt.datetime]
+) -> dict[int, dict[str, Decimal]]:
+    """Compute each member's metrics as of its review date.
+
+    Windows start at local midnight, so reviews on one local day share every
+    window start and differ only in where the ledger is cut off. Each such
+    day costs one aggregate (plus one per growth value window when a weight
+    has a daily cap) over a ledger cut at each member's own review moment.
+    """
+    by_day: dict[dt.date, dict[dt.datetime, list[int]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for member_id, review_at in reviews.items():
+        day = review_at.astimezone(program_zone()).date()
+        by_day[day][review_at].append(member_id)
+    results: dict[int, dict[str, Decimal]] = {}
+    for moments in by_day.values():
+        cut_off = Q()
+        for moment, ids in moments.items():
+            cut_off |= Q(member_id__in=ids, occurred_at__lte=moment)
+        ledger = Activity.objects.filter(cut_off)
+        latest = max(moments)
+        results.update(compute_metrics(ledger, ladder.specs, ladder.kinds, latest))
+    return results
+
+
+@dataclass(frozen=True)
+class ReviewJudgement:
+    """The due review that decides a member's outcome, judged on its date."""
+
+    review_at: dt.datetime
+    # The tier the rules and the publish policy give on ``metrics``.
+    tier: TierRuleSet
+    metrics: dict[str, Decimal]
+
+
+def _judge_due_reviews(
+    ladder: Ladder,
+    members: Sequence[MemberRow],
+    reviews: dict[int, dt.datetime],
+    with_new_activity: set[int],
+    as_of: dt.datetime,
+) -> dict[int, ReviewJudgement]:
+    """Judge each review in ``reviews`` on the metrics as of its date.
+
+    A member who keeps the tier at one review and has the next one due by
+    ``as_of`` too is judged again at that one. A job that missed several
+    reviews thus judges each in turn and stops at the first one failed.
+    Each round costs one _metrics_at_reviews() for the members still due.
+    """
+    rows = {row[0]: row for row in members}
+    judgements: dict[int, ReviewJudgement] = {}
+    pending = dict(reviews)
+    while pending:
+        metrics_at_review = _metrics_at_reviews(ladder, pending)
+        following: dict[int, dt.datetime] = {}
+        for member_id, review_at in pending.items():
+            row = rows[member_id]
+            metrics = metrics_at_review.get(member_id, {})
+            tier, _ = _rules_decision(
+                ladder, row, metrics, member_id in with_new_activity, as_of
+            )
+            judgements[member_id] = ReviewJudgement(review_at, tier, metrics)
+            current = ladder.by_id(row[1])
+            assert current is not None
+            if tier.rank < current.rank:
+                continue
+            next_review_at = review_after(current, review_at, review_at, row[2])
+            if next_review_at is not None and next_review_at <= as_of:
+                following[member_id] = next_review_at
+        pending = following
+    return judgements
+
+
+def _review_explanation(
+    ladder: Ladder, previous_tier_id: int | None, judgement: ReviewJudgement
+) -> dict[str, object]:
+    """Return the retention check of a review judged on its date's metrics."""
+    current = ladder.by_id(previous_tier_id)
+    assert current is not None
+    check = current.check(judgement.metrics, judgement.review_at, retention=True)
+    return {
+        "as_of": judgement.review_at.isoformat(),
+        "kept": judgement.tier.rank >= current.rank,
+        "retention": check,
+    }
 
 
 def _evaluate_chunk(
@@ -225,28 +478,39 @@ def _evaluate_chunk(
             member_ids, ladder.effective_from
         )
     overrides = _active_overrides(member_ids, as_of)
-    evaluations = []
-    for member_id, previous_tier_id, tier_since, review_at, grace_until in members:
-        metrics = metrics_by_member.get(member_id, {})
-        decided, _ = ladder.choose(metrics, previous_tier_id)
-        decided, held_by = _hold_by_policy(
+    decisions = {
+        row[0]: _rules_decision(
             ladder,
-            decided,
-            previous_tier_id,
-            tier_since,
-            review_at,
-            member_id in with_new_activity,
+            row,
+            metrics_by_member.get(row[0], {}),
+            row[0] in with_new_activity,
             as_of,
         )
-        # TODO: lock the member rows before deciding so that concurrent events
-        # for one member record a single promotion.
+        for row in members
+    }
+    candidates = _hold_candidates(ladder, members, decisions, as_of)
+    held = _held_after_one_step_drop(ladder, candidates)
+    reviews = _reviews_to_judge(ladder, members, decisions, held, as_of)
+    judgements = _judge_due_reviews(ladder, members, reviews, with_new_activity, as_of)
+    evaluations = []
+    for row in members:
+        member_id, previous_tier_id, tier_since, review_at, grace_until = row
+        metrics = metrics_by_member.get(member_id, {})
+        decided, held_by = decisions[member_id]
+        judgement = judgements.get(member_id)
+        # No lock is taken here: _write_unless_stale locks the rows it writes
+        # and re-evaluates a member whose stored tier changed since this read,
+        # so concurrent evaluations of one member record one promotion.
         outcome = decide_with_reviews(
             ladder,
             decided,
             ladder.by_id(previous_tier_id),
-            review_at,
+            judgement.review_at if judgement else review_at,
             grace_until,
             as_of,
+            tier_since=tier_since,
+            decided_at_review=judgement.tier if judgement else None,
+            held_after_drop=member_id in held,
         )
         override = overrides.get(member_id)
         overridden = None
@@ -283,6 +547,10 @@ def _evaluate_chunk(
             )
             if overridden is not None and override is not None:
                 explanation["override"] = override.summary()
+            if judgement is not None:
+                explanation["review"] = _review_explanation(
+                    ladder, previous_tier_id, judgement
+                )
         evaluations.append(
             MemberEvaluation(
                 member_id=member_id,
@@ -333,6 +601,8 @@ def _history_row(
         member_id=evaluation.member_id,
         from_tier_id=evaluation.previous_tier_id,
         to_tier_id=evaluation.tier.id,
+        # changed_at is the wall-clock time the row is recorded. as_of is the
+        # evaluated moment, which a tier change also stores as tier_since.
         changed_at=now,
         as_of=as_of,
         reason=evaluation.reason,
@@ -394,12 +664,14 @@ def _write_unless_stale(
                 "grace_until": grace_until,
             }
             if tier_changed:
-                fields.update(tier_id=tier_id, tier_since=now)
+                fields.update(tier_id=tier_id, tier_since=as_of)
             Member.objects.filter(pk__in=ids).update(**fields)
 
         recorded = [e for e in current if e.reason]
         history = [_history_row(ladder, e, now, as_of) for e in recorded]
         TierChange.objects.bulk_create(history, batch_size=2000)
+        if history:
+            after_tier_changes()
     for evaluation in recorded:
         assert evaluation.reason is not None
         reasons[evaluation.reason] += 1
@@ -461,8 +733,7 @@ def _apply(
 def _member_chunks(
     member_ids: Iterable[int] | None, chunk_size: int
 ) -> Iterator[tuple[list[MemberRow], bool]]:
-    """Yield chunks of (member id, tier id, tier since), and whether the chunk
-    is a pk range."""
+    """Yield chunks of member rows, and whether the chunk is a pk range."""
     if member_ids is None:
         last_pk = 0
         while True:

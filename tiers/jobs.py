@@ -24,6 +24,7 @@ from django_q.tasks import async_task
 from tiers.evaluation import evaluate
 from tiers.ladder import Ladder, LadderError
 from tiers.models import JobLock, RuleVersion
+from tiers.overrides import end_expired_overrides
 from tiers.warnings import record_review_warnings
 
 logger = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ def reevaluate_everyone(version_id: int) -> dict[str, int]:
 
 def _review_everyone(as_of: dt.datetime) -> dict[str, int]:
     logger.info("nightly reviews started as_of=%s", as_of.isoformat())
+    # Expired overrides end first, so this run reviews the members they held.
+    end_expired_overrides(as_of)
     summary, _ = evaluate(as_of=as_of)
     warnings = record_review_warnings(as_of)
     counts = {
@@ -206,7 +209,8 @@ def _review_everyone(as_of: dt.datetime) -> dict[str, int]:
 
 
 def run_nightly_reviews(as_of: dt.datetime | None = None) -> dict[str, int]:
-    """Apply the reviews, renewals and grace ends due, then record review warnings.
+    """End expired overrides, apply the reviews, renewals and grace ends due,
+    then record review warnings.
 
     Evaluates every member as of ``as_of`` (default: now) under the evaluation
     lock and returns the counts of each outcome. A second run changes nothing

@@ -762,6 +762,11 @@ class TierOverride(models.Model):
         REJECTED = "rejected", _("Rejected")
         ENDED = "ended", _("Ended")
 
+    class EndReason(models.TextChoices):
+        APPLIED_ONCE = "applied_once", _("One-off applied")
+        REPLACED = "replaced", _("Replaced by a newer override")
+        EXPIRED = "expired", _("End date passed")
+
     member = models.ForeignKey(
         "members.Member",
         verbose_name=_("member"),
@@ -813,6 +818,9 @@ class TierOverride(models.Model):
         editable=False,
         related_name="+",
     )
+    rejected_at = models.DateTimeField(
+        _("rejected at"), null=True, blank=True, editable=False
+    )
     rejection_reason = models.TextField(
         _("reason for rejecting"), blank=True, editable=False
     )
@@ -821,6 +829,30 @@ class TierOverride(models.Model):
         max_length=16,
         choices=Status,
         default=Status.PENDING,
+        editable=False,
+    )
+    ended_at = models.DateTimeField(
+        _("ended at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("For an override whose end date passed, that end date."),
+    )
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("ended by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        help_text=_("Empty when the end date passed."),
+    )
+    end_reason = models.CharField(
+        _("why it ended"),
+        max_length=16,
+        choices=EndReason,
+        blank=True,
         editable=False,
     )
     history = HistoricalRecords()

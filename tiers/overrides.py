@@ -1,24 +1,30 @@
-"""Manual tier overrides: request, approve, reject and apply them.
+"""Manual tier overrides: request, approve, reject, apply and end them.
 
 Three modes exist. A fixed override keeps the member at its tier until a
 date, a floor keeps the member from dropping below its tier, and a one-off
-sets the tier now and leaves later evaluations free to change it. An upgrade
-to a tier at or above the lowest tier marked ``override_needs_approval``
-waits for a second person to approve it. Everything else applies at once.
+sets the tier now and leaves later evaluations free to change it.
+
+An override to a tier at or above the lowest tier marked
+``override_needs_approval`` waits for a second person to approve it, unless
+it is a one-off at or below the member's current tier or a fixed override
+below it. Every other override applies at once. Applying one writes a
+TierChange with reason OVERRIDE, even when the tier stays the same.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import F, Min
 from django.utils import timezone
 
 from members.models import Member
-from tiers.evaluation import evaluate
+from tiers.evaluation import explain_member
+from tiers.followups import after_tier_changes
 from tiers.ladder import Ladder, LadderError
 from tiers.models import Tier, TierChange, TierOverride
 from tiers.reviews import next_review
@@ -27,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 Mode = TierOverride.Mode
 Status = TierOverride.Status
+EndReason = TierOverride.EndReason
 
 
 class OverrideError(Exception):
@@ -54,15 +61,21 @@ def check_request(
         )
 
 
-def needs_approval(member: Member, tier: Tier) -> bool:
-    """Return whether moving ``member`` up to ``tier`` needs a second approver.
+def needs_approval(member: Member, tier: Tier, mode: str) -> bool:
+    """Return whether an override of ``member`` to ``tier`` needs a second approver.
 
-    Only upgrades need approval, and only to a tier whose rank is at least
-    the lowest rank of the tiers marked ``override_needs_approval``.
+    It does when ``tier`` ranks at or above the lowest tier marked
+    ``override_needs_approval`` and the override raises the member's tier
+    or guarantees it: a fixed override or floor at the current tier keeps a
+    flagged tier that the rules may take away, and so does a floor below it.
+    Fixed downgrades and one-offs at or below the current tier do not.
     """
     current = member.tier
-    if current is not None and tier.rank <= current.rank:
-        return False
+    if current is not None:
+        if mode == Mode.ONE_OFF and tier.rank <= current.rank:
+            return False
+        if mode == Mode.FIXED and tier.rank < current.rank:
+            return False
     lowest_flagged = Tier.objects.filter(override_needs_approval=True).aggregate(
         rank=Min("rank")
     )["rank"]
@@ -98,7 +111,7 @@ def request_override(
     )
     with transaction.atomic():
         _save(override, user, "requested")
-        if needs_approval(member, tier):
+        if needs_approval(member, tier, mode):
             logger.info(
                 "tier override %d for member %d to tier %d waits for approval",
                 override.pk,
@@ -130,7 +143,7 @@ def approve(
         raise OverrideError(
             "You requested this override, so another person must approve it."
         )
-    if override.mode == Mode.FIXED and override.until and override.until <= now:
+    if override.mode != Mode.ONE_OFF and override.until and override.until <= now:
         raise OverrideError(
             f"Override {override.pk} ended on {override.until.isoformat()} before "
             "it was approved. Reject it and request a new one."
@@ -142,8 +155,14 @@ def approve(
     return override
 
 
-def reject(override: TierOverride, user: User, reason: str) -> TierOverride:
-    """Reject a pending override, recording who rejected it and why."""
+def reject(
+    override: TierOverride,
+    user: User,
+    reason: str,
+    *,
+    as_of: dt.datetime | None = None,
+) -> TierOverride:
+    """Reject a pending override, recording who rejected it, when and why."""
     if override.status != Status.PENDING:
         raise OverrideError(
             f"Override {override.pk} is {override.get_status_display().lower()}, "
@@ -153,10 +172,55 @@ def reject(override: TierOverride, user: User, reason: str) -> TierOverride:
         raise OverrideError("A reason is required to reject an override.")
     override.status = Status.REJECTED
     override.rejected_by = user
+    override.rejected_at = as_of or timezone.now()
     override.rejection_reason = reason.strip()
     _save(override, user, "rejected")
     logger.info("tier override %d rejected by user %s", override.pk, user.pk)
     return override
+
+
+def end_expired_overrides(
+    as_of: dt.datetime | None = None, member_ids: Iterable[int] | None = None
+) -> int:
+    """End the active overrides past their end date, and return how many.
+
+    Each one gets its own end date as ``ended_at`` and a history row with
+    the change reason "expired" and no user. The cost is one locking
+    SELECT, one UPDATE and one INSERT of history rows, however many end.
+    End dates after the current time are left alone even when ``as_of``
+    (default: now) is later, so evaluating a future moment ends nothing
+    early. ``member_ids`` limits the work to those members' overrides.
+    """
+    now = timezone.now()
+    cutoff = min(as_of, now) if as_of is not None else now
+    candidates = TierOverride.objects.filter(status=Status.ACTIVE, until__lte=cutoff)
+    if member_ids is not None:
+        candidates = candidates.filter(member_id__in=list(member_ids))
+    with transaction.atomic():
+        # The lock makes a concurrent run wait and then find them ended, so
+        # each override gets one "expired" history row.
+        expired = list(candidates.select_for_update().order_by("pk"))
+        if not expired:
+            return 0
+        TierOverride.objects.filter(pk__in=[o.pk for o in expired]).update(
+            status=Status.ENDED,
+            ended_at=F("until"),
+            ended_by=None,
+            end_reason=EndReason.EXPIRED,
+        )
+        for override in expired:
+            override.status = Status.ENDED
+            override.ended_at = override.until
+            override.ended_by = None
+            override.end_reason = EndReason.EXPIRED
+            # No user ended it, so the history row must not name the user
+            # whose request happened to run this.
+            override._history_user = None  # type: ignore[attr-defined]
+        TierOverride.history.bulk_history_create(  # type: ignore[attr-defined]
+            expired, update=True, default_change_reason="expired"
+        )
+    logger.info("ended %d tier overrides whose end date passed", len(expired))
+    return len(expired)
 
 
 def _save(override: TierOverride, user: User | None, action: str) -> None:
@@ -176,17 +240,22 @@ def _apply(override: TierOverride, user: User | None, now: dt.datetime) -> None:
         member_id=member.pk, status=Status.ACTIVE
     ).exclude(pk=override.pk):
         other.status = Status.ENDED
+        other.ended_at = now
+        other.ended_by = user
+        other.end_reason = EndReason.REPLACED
         _save(other, user, f"replaced by override {override.pk}")
 
     if override.mode == Mode.ONE_OFF:
         _set_tier_now(member, override, now)
         override.status = Status.ENDED
+        override.ended_at = now
+        override.ended_by = user
+        override.end_reason = EndReason.APPLIED_ONCE
         _save(override, user, "applied once")
     else:
         override.status = Status.ACTIVE
         _save(override, user, "activated")
-        # Evaluation applies active overrides and writes the history row.
-        evaluate([member.pk], as_of=now)
+        _hold_tier(member, override, now)
     logger.info(
         "tier override %d (%s) applied to member %d",
         override.pk,
@@ -195,11 +264,46 @@ def _apply(override: TierOverride, user: User | None, now: dt.datetime) -> None:
     )
 
 
+def _hold_tier(member: Member, override: TierOverride, now: dt.datetime) -> None:
+    """Write what an active fixed override or floor gives the member at ``now``.
+
+    Evaluation decides the tier, review date and grace date with the
+    override in force. The history row has reason OVERRIDE and is written
+    even when nothing changes, so the member's history shows the override.
+    ``member`` must be locked, so no evaluation writes between the read and
+    the write.
+    """
+    ladder = Ladder.load(as_of=now)
+    evaluation = explain_member(member, as_of=now, ladder=ladder)
+    fields: dict[str, object] = {
+        "review_at": evaluation.review_at,
+        "grace_until": evaluation.grace_until,
+    }
+    if evaluation.changed:
+        fields.update(tier_id=evaluation.tier.id, tier_since=now)
+    explanation = dict(evaluation.explanation or {})
+    explanation["override"] = override.summary()
+    TierChange.objects.create(
+        member=member,
+        from_tier_id=member.tier_id,
+        to_tier_id=evaluation.tier.id,
+        version_id=ladder.version_id,
+        changed_at=timezone.now(),
+        as_of=now,
+        reason=TierChange.Reason.OVERRIDE,
+        review_at=evaluation.review_at,
+        explanation=explanation,
+    )
+    after_tier_changes()
+    Member.objects.filter(pk=member.pk).update(**fields)
+
+
 def _set_tier_now(member: Member, override: TierOverride, now: dt.datetime) -> None:
     """Write a one-off override's tier and its history row.
 
-    The tier then behaves like one reached by promotion: its review date
-    follows the tier's rules, and the next evaluation may change it.
+    The tier then behaves like one reached by promotion at ``now``: its
+    review date follows the tier's rules, and the next evaluation may change
+    it.
     """
     try:
         ladder: Ladder | None = Ladder.load(as_of=now)
@@ -226,9 +330,10 @@ def _set_tier_now(member: Member, override: TierOverride, now: dt.datetime) -> N
             "override": override.summary(),
         },
     )
+    after_tier_changes()
     Member.objects.filter(pk=member.pk).update(
         tier=override.tier,
-        tier_since=timezone.now(),
+        tier_since=now,
         review_at=review_at,
         grace_until=None,
     )

@@ -2,9 +2,11 @@
 
 A member moves up as soon as the entry rules of a higher tier hold. Moving
 down waits for the review date of a reviewed tier: at review, a member who
-meets the retention rules keeps the tier for another period, and one who does
-not drops as the tier's rule sets, after an optional grace period. Tiers with
-"continuous" validity, or with "drop between reviews" set, drop at once.
+met the retention rules on the review date keeps the tier for another
+period, and one who did not drops as the tier's rule sets, after an optional
+grace period. Tiers with "continuous" validity, or with "drop between
+reviews" set, drop at once, except after a one-step drop: the tier dropped
+to is then held until its next review, so a member moves one tier per review.
 """
 
 from __future__ import annotations
@@ -52,18 +54,61 @@ def next_review(tier: TierRuleSet, start: dt.datetime) -> dt.datetime | None:
     return None
 
 
-def _renewed_review(tier: TierRuleSet, review_at: dt.datetime, as_of: dt.datetime):  # type: ignore[no-untyped-def]
-    """Return the first review after ``as_of`` of a hold renewed at ``review_at``.
+def _period_anchor(
+    review_at: dt.datetime, tier_since: dt.datetime | None, months: int
+) -> tuple[dt.datetime, int]:
+    """Return the moment the periods ending at ``review_at`` are counted from,
+    and how many whole periods lie between that moment and ``review_at``.
 
-    Periods are counted from the old review date, so a review job that runs
-    late does not shift the member's cycle.
+    The anchor is the local day the tier was reached, at the review's local
+    time of day, when ``review_at`` falls a whole number of periods after
+    that day. Otherwise, for example when the first period started later
+    because the tier became reviewed in a later rule version, periods are
+    counted from ``review_at`` itself.
     """
-    # TODO: count periods from the day the tier was reached, not from the last
-    # (possibly month-end clamped) review, so 31 Jan + 1 month stays on the 31st.
-    following = next_review(tier, review_at)
-    while following is not None and following <= as_of:
-        following = next_review(tier, following)
-    return following
+    if tier_since is None:
+        return review_at, 0
+    zone = program_zone()
+    reached = tier_since.astimezone(zone)
+    review_local = review_at.astimezone(zone)
+    anchor = dt.datetime.combine(reached.date(), review_local.time(), tzinfo=zone)
+    elapsed = (review_local.year - reached.year) * 12 + (
+        review_local.month - reached.month
+    )
+    if elapsed <= 0 or elapsed % months:
+        return review_at, 0
+    if _add_months(anchor, elapsed) != review_at:
+        return review_at, 0
+    return anchor, elapsed // months
+
+
+def review_after(
+    tier: TierRuleSet,
+    review_at: dt.datetime,
+    moment: dt.datetime,
+    tier_since: dt.datetime | None = None,
+) -> dt.datetime | None:
+    """Return the first review after ``moment`` in the cycle of ``review_at``.
+
+    A review job that runs late therefore does not shift the member's
+    cycle. An N-month cycle counts whole periods from the day the tier was
+    reached (``tier_since``) and clamps each review to its month on its own.
+    A hold reached on 31 January with monthly reviews is thus reviewed on
+    29 February and then on 31 March, not on 29 March. Returns ``review_at``
+    when it is after ``moment``, and None for a tier without reviews.
+    """
+    if tier.validity == Validity.MONTHS:
+        months = tier.validity_months or 12
+        anchor, periods = _period_anchor(review_at, tier_since, months)
+        following = review_at
+        while following <= moment:
+            periods += 1
+            following = _add_months(anchor, periods * months)
+        return following
+    following_or_none: dt.datetime | None = review_at
+    while following_or_none is not None and following_or_none <= moment:
+        following_or_none = next_review(tier, following_or_none)
+    return following_or_none
 
 
 def _drop_target(
@@ -76,6 +121,49 @@ def _drop_target(
     return qualified
 
 
+def _target_review(
+    ladder: Ladder,
+    current: TierRuleSet,
+    target: TierRuleSet,
+    review_at: dt.datetime | None,
+    tier_since: dt.datetime | None,
+    as_of: dt.datetime,
+) -> dt.datetime | None:
+    """Return the review date of the tier a member drops to at ``as_of``.
+
+    The target of a one-step drop is held until its own first review or,
+    when it has no reviews, until the next review in the cycle of the tier
+    dropped from. A continuous tier held that way continues the cycle of the
+    nearest reviewed one-step tier above it, so a chain of one-step drops
+    moves one tier per review. The base tier, the target of any other drop,
+    and a drop from a continuous tier that nothing held (``review_at`` is
+    None) get the target tier's own review date, if any.
+    """
+    own_review = next_review(target, as_of)
+    if current.downgrade != Downgrade.ONE_STEP or target.id == ladder.base.id:
+        return own_review
+    if own_review is not None or review_at is None:
+        return own_review
+    if current.reviewed:
+        return review_after(current, review_at, as_of, tier_since)
+    cycle = _one_step_tier_above(ladder, current)
+    if cycle is None:
+        return None
+    # tier_since is the moment of the drop into ``current``, which is not on
+    # the cycle, so periods are counted from ``review_at``.
+    return review_after(cycle, review_at, as_of)
+
+
+def _one_step_tier_above(ladder: Ladder, tier: TierRuleSet) -> TierRuleSet | None:
+    """Return the lowest reviewed tier above ``tier`` that drops one step."""
+    for higher in ladder.tiers:
+        if higher.rank <= tier.rank:
+            continue
+        if higher.reviewed and higher.downgrade == Downgrade.ONE_STEP:
+            return higher
+    return None
+
+
 def decide_with_reviews(
     ladder: Ladder,
     decided: TierRuleSet,
@@ -83,11 +171,26 @@ def decide_with_reviews(
     review_at: dt.datetime | None,
     grace_until: dt.datetime | None,
     as_of: dt.datetime,
+    *,
+    tier_since: dt.datetime | None = None,
+    decided_at_review: TierRuleSet | None = None,
+    held_after_drop: bool = False,
 ) -> Outcome:
     """Turn the tier the rules give into what the member gets now.
 
-    ``decided`` already includes the retention check: it is below ``current``
-    only when the current tier's retention rules fail.
+    ``decided`` is the rules' tier on this run's metrics, and
+    ``decided_at_review`` the rules' tier on the metrics as of ``review_at``,
+    which the caller computes for a member whose review is due and who is
+    not in a grace period. Both include the retention check: they are below
+    ``current`` only when the current tier's retention rules fail. A due
+    review is judged on ``decided_at_review`` when it is given, so activity
+    after the review date does not change the outcome of a late review job.
+    When such a job finds several reviews due, the caller passes the first
+    one the member failed, or else the last one, as ``review_at``.
+    Promotions, and catching up during a grace period, use ``decided``.
+
+    ``held_after_drop`` marks a member who reached ``current`` by a one-step
+    drop whose hold lasts until ``review_at``.
     """
     if current is None:
         return Outcome(
@@ -97,34 +200,68 @@ def decide_with_reviews(
         return Outcome(
             decided, TierChange.Reason.PROMOTION, next_review(decided, as_of), None
         )
-    if current.reviewed and review_at is None:
+    held = held_after_drop and review_at is not None
+    if not current.reviewed and not held:
+        return _decide_without_hold(ladder, decided, current, review_at, as_of)
+    if review_at is None:
         # The tier became reviewed in a later version (or the hold predates
         # reviews): start its first period now instead of holding it forever.
         review_at = next_review(current, as_of)
-    review_due = review_at is not None and as_of >= review_at
-    if decided.id == current.id:
+        assert review_at is not None
+
+    review_due = as_of >= review_at
+    judged = decided
+    if review_due and grace_until is None and decided_at_review is not None:
+        judged = decided_at_review
+    if judged.rank >= current.rank:
         if review_due:
-            assert review_at is not None
-            renewed = _renewed_review(current, review_at, as_of)
+            renewed = review_after(current, review_at, as_of, tier_since)
             return Outcome(current, TierChange.Reason.RENEWAL, renewed, None)
         return Outcome(current, None, review_at, None)
 
     # The retention rules of the current tier fail.
-    if current.reviewed and not current.demote_between_reviews and not review_due:
+    if not review_due and (held or not current.demote_between_reviews):
         return Outcome(current, None, review_at, grace_until, held_by="review")
-    if current.reviewed and current.grace_days and review_at is not None and review_due:
-        if grace_until is None:
-            # Grace runs from the review date, so a late review job does not
-            # lengthen it.
-            until = review_at + dt.timedelta(days=current.grace_days)
-            if as_of < until:
+    if review_due and current.reviewed and current.grace_days:
+        # Grace runs from the review date, so a late review job does not
+        # lengthen it.
+        until = grace_until or review_at + dt.timedelta(days=current.grace_days)
+        if as_of < until:
+            if decided.id == current.id:
+                # Failed on the review date, caught up since, within grace.
+                renewed = review_after(current, review_at, as_of, tier_since)
+                return Outcome(current, TierChange.Reason.RENEWAL, renewed, None)
+            if grace_until is None:
                 return Outcome(
                     current, TierChange.Reason.GRACE, review_at, until, held_by="grace"
                 )
-        elif as_of < grace_until:
             return Outcome(current, None, review_at, grace_until, held_by="grace")
-    # TODO: check retention with the metrics as of the review date rather than
-    # of this run, and give a one-step drop target a hold of its own so a
-    # second run the same night does not drop the member again.
+    # NOTE: a late review that fails drops the member even when activity
+    # since the review date meets the entry rules again. The next evaluation
+    # then promotes the member from the tier dropped to.
+    target = _drop_target(ladder, current, judged)
+    target_review = _target_review(
+        ladder, current, target, review_at, tier_since, as_of
+    )
+    return Outcome(target, TierChange.Reason.DEMOTION, target_review, None)
+
+
+def _decide_without_hold(
+    ladder: Ladder,
+    decided: TierRuleSet,
+    current: TierRuleSet,
+    review_at: dt.datetime | None,
+    as_of: dt.datetime,
+) -> Outcome:
+    """Decide for a continuous tier that no one-step drop holds.
+
+    A review date left from a version in which the tier was reviewed is
+    kept until it passes and then cleared, without a history row.
+    """
+    if decided.id == current.id:
+        if review_at is not None and as_of >= review_at:
+            return Outcome(current, None, None, None)
+        return Outcome(current, None, review_at, None)
     target = _drop_target(ladder, current, decided)
-    return Outcome(target, TierChange.Reason.DEMOTION, next_review(target, as_of), None)
+    target_review = _target_review(ladder, current, target, None, None, as_of)
+    return Outcome(target, TierChange.Reason.DEMOTION, target_review, None)

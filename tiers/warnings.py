@@ -2,7 +2,8 @@
 
 record_review_warnings() finds members whose review falls within the next few
 days and who would drop if the review ran today, and stores what they lack as
-a ReviewWarning. warning_text() turns a warning into one sentence for the
+a ReviewWarning. Members whose active fixed override or floor keeps the tier
+past the review, and members whose tier the publish policy keeps, get none. warning_text() turns a warning into one sentence for the
 member, such as "Review on 30 June: ¥800 more net spend keeps Gold".
 """
 
@@ -12,18 +13,18 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db.models import BooleanField, Exists, OuterRef, Q, Value
 from django.utils import timezone, translation
 from django.utils.translation import gettext, pgettext
 
-from members.models import Member
-from tiers.evaluation import MemberEvaluation, iter_evaluations
+from members.models import Activity, Member
+from tiers.evaluation import MemberEvaluation, _hold_by_policy, iter_evaluations
 from tiers.formatting import format_day_month
 from tiers.ladder import Ladder
-from tiers.models import ReviewWarning, RuleGroup
+from tiers.models import ReviewWarning, RuleGroup, RuleVersion, TierOverride
 from tiers.progress import describe_shortfall
 from tiers.rendering import _join, _supported_language
 
@@ -59,25 +60,45 @@ def unmet_requirements(check: Mapping[str, Any]) -> dict[str, Any]:
     return {"operator": check["operator"], "needed": needed, "items": items}
 
 
+class DueReview(NamedTuple):
+    """A coming review of a member, with what the publish policy needs."""
+
+    review_at: dt.datetime
+    tier_since: dt.datetime | None
+    # Whether activity was recorded after the version took effect. It is
+    # always True unless the version's policy is "new_activity".
+    has_new_activity: bool
+
+
 def _warning_for(
     ladder: Ladder,
     evaluation: MemberEvaluation,
-    review_at: dt.datetime,
+    due: DueReview,
     as_of: dt.datetime,
 ) -> ReviewWarning | None:
     """Build the warning for one evaluated member, or None if the tier is safe.
 
     The tier is at risk when a review today would place the member lower,
     that is when neither the entry nor the retention rules of the member's
-    current tier are met.
+    current tier are met and the publish policy in force on the review date
+    does not keep the tier.
     """
-    # NOTE: the version's publish policy is not applied here. A member whose
-    # tier the "new_activity" policy keeps is warned although the review
-    # would keep the tier until the member's next recorded activity.
     current = ladder.by_id(evaluation.previous_tier_id)
     if current is None:
         return None
     chosen, _ = ladder.choose(evaluation.metrics, current.id)
+    # Judged as of the review date: "new_activity" keeps the tier of a
+    # member without new activity then too, while "grandfather" keeps a
+    # tier only until its review.
+    chosen, _ = _hold_by_policy(
+        ladder,
+        chosen,
+        current.id,
+        due.tier_since,
+        due.review_at,
+        due.has_new_activity,
+        due.review_at,
+    )
     if chosen.rank >= current.rank:
         return None
     check = current.check(evaluation.metrics, as_of, retention=True)
@@ -86,10 +107,62 @@ def _warning_for(
     return ReviewWarning(
         member_id=evaluation.member_id,
         tier_id=current.id,
-        review_at=review_at,
+        review_at=due.review_at,
         as_of=as_of,
         shortfall=unmet_requirements(check["rule"]),
     )
+
+
+def _override_keeps_tier(as_of: dt.datetime) -> Exists:
+    """Return whether an active fixed override or floor, requested by
+    ``as_of``, keeps the member's tier or a higher one past its review."""
+    keeping = TierOverride.objects.filter(
+        Q(until__isnull=True) | Q(until__gt=OuterRef("review_at")),
+        member_id=OuterRef("pk"),
+        status=TierOverride.Status.ACTIVE,
+        mode__in=[TierOverride.Mode.FIXED, TierOverride.Mode.FLOOR],
+        requested_at__lte=as_of,
+        tier__rank__gte=OuterRef("tier__rank"),
+    )
+    return Exists(keeping)
+
+
+def _due_reviews(
+    ladder: Ladder, as_of: dt.datetime, days_ahead: int
+) -> dict[int, DueReview]:
+    """Return the coming reviews to check for warnings, by member id, in one query.
+
+    A review is due when it falls after ``as_of`` and at most ``days_ahead``
+    days later, the member has no warning for it yet, and no override keeps
+    the tier past it.
+    """
+    already_warned = ReviewWarning.objects.filter(
+        member_id=OuterRef("pk"), review_at=OuterRef("review_at")
+    )
+    has_new_activity: Exists | Value = Value(True, output_field=BooleanField())
+    if ladder.policy == RuleVersion.Policy.NEW_ACTIVITY and ladder.effective_from:
+        has_new_activity = Exists(
+            Activity.objects.filter(
+                member_id=OuterRef("pk"), recorded_at__gte=ladder.effective_from
+            )
+        )
+    # The range filter leaves out members without a review date.
+    rows = (
+        Member.objects.filter(
+            tier__isnull=False,
+            review_at__gt=as_of,
+            review_at__lte=as_of + dt.timedelta(days=days_ahead),
+        )
+        .exclude(Exists(already_warned))
+        .exclude(_override_keeps_tier(as_of))
+        .annotate(has_new_activity=has_new_activity)
+        .values_list("pk", "review_at", "tier_since", "has_new_activity")
+    )
+    due: dict[int, DueReview] = {}
+    for member_id, review_at, tier_since, new_activity in rows:
+        assert review_at is not None
+        due[member_id] = DueReview(review_at, tier_since, new_activity)
+    return due
 
 
 def record_review_warnings(
@@ -101,7 +174,9 @@ def record_review_warnings(
     ``days_ahead`` days later (default: settings.CRM_REVIEW_WARNING_DAYS),
     and the current tier's rules are not met as of ``as_of``. A member that
     already has a warning for that review date is skipped, so a rerun adds
-    nothing. The cost is a fixed number of queries per chunk of members,
+    nothing. So is a member whose active fixed override or floor keeps the
+    tier past the review, or whose tier the "new_activity" publish policy
+    keeps because no activity was recorded after the version took effect. The cost is a fixed number of queries per chunk of members,
     never a query per member. Returns the number of warnings created.
     """
     as_of = as_of or timezone.now()
@@ -112,28 +187,13 @@ def record_review_warnings(
     if days_ahead < 0:
         raise ValueError(f"days_ahead={days_ahead} is negative; use 0 or more days.")
     ladder = Ladder.load(as_of=as_of)
-    already_warned = ReviewWarning.objects.filter(
-        member_id=OuterRef("pk"), review_at=OuterRef("review_at")
-    )
-    # The range filter leaves out members without a review date.
-    review_dates = cast(
-        "dict[int, dt.datetime]",
-        dict(
-            Member.objects.filter(
-                tier__isnull=False,
-                review_at__gt=as_of,
-                review_at__lte=as_of + dt.timedelta(days=days_ahead),
-            )
-            .exclude(Exists(already_warned))
-            .values_list("pk", "review_at")
-        ),
-    )
+    due_reviews = _due_reviews(ladder, as_of, days_ahead)
     created = 0
-    for evaluations in iter_evaluations(ladder, list(review_dates), as_of=as_of):
+    for evaluations in iter_evaluations(ladder, list(due_reviews), as_of=as_of):
         warnings = []
         for evaluation in evaluations:
             warning = _warning_for(
-                ladder, evaluation, review_dates[evaluation.member_id], as_of
+                ladder, evaluation, due_reviews[evaluation.member_id], as_of
             )
             if warning is not None:
                 warnings.append(warning)
@@ -145,7 +205,7 @@ def record_review_warnings(
         "review warnings recorded as_of=%s days_ahead=%d due=%d created=%d",
         as_of.isoformat(),
         days_ahead,
-        len(review_dates),
+        len(due_reviews),
         created,
     )
     return created
