@@ -20,7 +20,7 @@ from pathlib import Path
 
 from django.db import transaction
 
-from benefits.models import Benefit
+from benefits.models import Benefit, BenefitPool, TierBenefit
 from members.models import Channel
 from tiers.models import RuleVersion, Tier
 from tiers.publishing import publish
@@ -218,20 +218,78 @@ def ensure_demo_program() -> bool:
         reason="Demo set-up.",
         policy=RuleVersion.Policy.NEW_ACTIVITY,
     )
-    perks = [
-        (
-            "Birthday coupon, 10% off",
-            Benefit.Kind.COUPON,
-            [member, silver, gold, platinum],
-        ),
-        ("Free standard shipping", Benefit.Kind.SERVICE, [silver, gold, platinum]),
-        ("5% off every order", Benefit.Kind.DISCOUNT, [gold]),
-        ("10% off every order", Benefit.Kind.DISCOUNT, [platinum]),
-        ("Dedicated support line", Benefit.Kind.SERVICE, [platinum]),
-        ("Listening party invitation", Benefit.Kind.EVENT, [gold, platinum]),
-    ]
-    for name, kind, tiers in perks:
-        benefit = Benefit.objects.create(name=name, kind=kind)
-        benefit.tiers.set(tiers)
+    _create_demo_benefits(silver, gold, platinum)
     logger.info("created demo ladder tiers=4 version=1")
     return True
+
+
+def _create_demo_benefits(silver: Tier, gold: Tier, platinum: Tier) -> None:
+    """Create welcome gifts, ongoing perks and one "choose 1 of 3" pool.
+
+    The base tier has none, so the first evaluation issues benefits only to
+    members placed above it. The Gold gift's stock is smaller than the
+    number of Gold members in the CDNOW data, so some grants wait for stock,
+    and the Platinum box waits in the approval queue.
+    """
+    Kind = Benefit.Kind
+    welcome = [
+        (
+            silver,
+            Benefit(
+                name="Welcome coupon: $5 off your next order",
+                kind=Kind.COUPON,
+                value=Decimal("5"),
+                valid_days=60,
+            ),
+        ),
+        (
+            gold,
+            Benefit(
+                name="Gold welcome gift: CDNOW tote bag",
+                kind=Kind.GIFT,
+                stock=150,
+                valid_days=90,
+            ),
+        ),
+        (
+            platinum,
+            Benefit(
+                name="Platinum welcome box",
+                kind=Kind.GIFT,
+                stock=40,
+                valid_days=90,
+                approval_required=True,
+                approval_days=3,
+            ),
+        ),
+    ]
+    for tier, benefit in welcome:
+        benefit.save()
+        TierBenefit.objects.create(
+            tier=tier, benefit=benefit, mode=TierBenefit.Mode.WELCOME
+        )
+    ongoing = [
+        ("Free standard shipping", Kind.SERVICE, None, [silver, gold, platinum]),
+        ("5% off every order", Kind.DISCOUNT, Decimal("5"), [gold]),
+        ("10% off every order", Kind.DISCOUNT, Decimal("10"), [platinum]),
+        ("Dedicated support line", Kind.SERVICE, None, [platinum]),
+    ]
+    for name, kind, value, tiers in ongoing:
+        benefit = Benefit.objects.create(name=name, kind=kind, value=value)
+        benefit.tiers.set(tiers, through_defaults={"mode": TierBenefit.Mode.ONGOING})
+    pool = BenefitPool.objects.create(
+        tier=gold, name="Gold pick: choose 1 of 3", choose=1
+    )
+    pool.options.set(
+        [
+            Benefit.objects.create(
+                name="Listening party invitation", kind=Kind.EVENT, valid_days=60
+            ),
+            Benefit.objects.create(
+                name="500 bonus points", kind=Kind.POINTS, value=Decimal("500")
+            ),
+            Benefit.objects.create(
+                name="Signed band poster", kind=Kind.GIFT, stock=100, valid_days=90
+            ),
+        ]
+    )

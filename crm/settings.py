@@ -92,6 +92,9 @@ INSTALLED_APPS = [
     "django_q",
     "simple_history",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "crm",
     "members",
     "tiers",
@@ -146,8 +149,15 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for a concurrent writer (the job cluster beside the web server)
-    # instead of failing at once with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # instead of failing at once with "database is locked". A deferred
+    # transaction that reads and then writes cannot wait: SQLite refuses its
+    # upgrade to a write lock at once, so every transaction takes the write
+    # lock when it begins. WAL lets pages read while the cluster writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=20,
+        transaction_mode="IMMEDIATE",
+        init_command="PRAGMA journal_mode=WAL;",
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -238,7 +248,28 @@ if env_str("REDIS_URL"):
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# OpenAPI schema at /api/schema/ and Swagger UI at /api/docs/, both readable
+# without logging in: they describe the API and contain no data. Swagger UI's
+# files come from drf-spectacular-sidecar, so the page loads nothing from a CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Membership tier CRM API",
+    "DESCRIPTION": (
+        "Channels push member activity and read a member's tier. Event and "
+        "member endpoints take a channel token: `Authorization: Bearer <token>`, "
+        "made by `manage.py create_channel_token`."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+# Event API limits: events per batch request, and bytes per request body. A
+# larger body is rejected with 413 before it is read.
+CRM_API_MAX_BATCH = env_int("CRM_API_MAX_BATCH", 1000)
+CRM_API_MAX_REQUEST_BYTES = env_int("CRM_API_MAX_REQUEST_BYTES", 1024 * 1024)
 
 # Production hardening, checked by `manage.py check --deploy`.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -270,3 +301,50 @@ LOGGING = {
 
 # Review settings
 CRM_REVIEW_WARNING_DAYS = env_int("CRM_REVIEW_WARNING_DAYS", 30)
+
+# Benefits: days before a grant expires that the member is sent a reminder.
+CRM_BENEFIT_EXPIRY_WARNING_DAYS = env_int("CRM_BENEFIT_EXPIRY_WARNING_DAYS", 7)
+
+# Notifications. Every message goes out on each backend named here:
+# "in_app" (shown on the member page), "email" (Django's mail framework, with
+# the EMAIL_* settings below) and "webhook" (a signed POST to CRM_WEBHOOK_URL,
+# for SMS gateways, WeChat and other channels).
+CRM_NOTIFICATION_BACKENDS = env_list("CRM_NOTIFICATION_BACKENDS", "in_app,email")
+CRM_WEBHOOK_URL = env_str("CRM_WEBHOOK_URL")
+# HMAC-SHA256 key the webhook receiver verifies the X-CRM-Signature header with.
+CRM_WEBHOOK_SECRET = env_str("CRM_WEBHOOK_SECRET")
+CRM_WEBHOOK_TIMEOUT_SECONDS = env_int("CRM_WEBHOOK_TIMEOUT_SECONDS", 10)
+# A failed send is retried after CRM_NOTIFICATION_RETRY_SECONDS, then after
+# twice as long each time up to CRM_NOTIFICATION_RETRY_MAX_SECONDS, and marked
+# failed after CRM_NOTIFICATION_MAX_ATTEMPTS attempts.
+CRM_NOTIFICATION_MAX_ATTEMPTS = env_int("CRM_NOTIFICATION_MAX_ATTEMPTS", 8)
+CRM_NOTIFICATION_RETRY_SECONDS = env_int("CRM_NOTIFICATION_RETRY_SECONDS", 60)
+CRM_NOTIFICATION_RETRY_MAX_SECONDS = env_int(
+    "CRM_NOTIFICATION_RETRY_MAX_SECONDS", 6 * 3600
+)
+# Messages a sender claims at a time. A claim older than the timeout counts as
+# abandoned (its run was stopped) and is sent again, so the timeout must exceed
+# the time a batch can take: batch size times the slowest send's timeout.
+CRM_NOTIFICATION_BATCH_SIZE = env_int("CRM_NOTIFICATION_BATCH_SIZE", 20)
+CRM_NOTIFICATION_CLAIM_TIMEOUT_SECONDS = env_int(
+    "CRM_NOTIFICATION_CLAIM_TIMEOUT_SECONDS", 900
+)
+# Tier changes and review warnings older than this many days get no message,
+# so turning notifications on does not send news about the distant past.
+CRM_NOTIFICATION_MAX_AGE_DAYS = env_int("CRM_NOTIFICATION_MAX_AGE_DAYS", 7)
+
+# Outgoing e-mail. Development prints messages to the console.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "webmaster@localhost")

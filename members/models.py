@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+
+def default_language() -> str:
+    """Return settings.LANGUAGE_CODE, the language of a new member's messages."""
+    # A callable, so that migrations do not freeze the value of LANGUAGE_CODE
+    # at the time they were generated.
+    return settings.LANGUAGE_CODE
 
 
 class Channel(models.Model):
@@ -58,6 +68,13 @@ class Member(models.Model):
         ),
     )
     email = models.EmailField(_("e-mail"), blank=True, db_index=True)
+    language = models.CharField(
+        _("language"),
+        max_length=10,
+        choices=settings.LANGUAGES,
+        default=default_language,
+        help_text=_("The language of the messages the member receives."),
+    )
     joined_on = models.DateField(_("joined on"), null=True, blank=True)
     tier = models.ForeignKey(
         "tiers.Tier",
@@ -195,3 +212,180 @@ class Activity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} ({self.occurred_at:%Y-%m-%d})"
+
+
+class OutboxMessage(models.Model):
+    """A notification to one member on one channel, and its delivery state.
+
+    members.notifications creates these, and members.jobs.send_due_messages
+    sends the pending ones. (key, channel) is unique, so creating the same
+    event's message again does nothing.
+    """
+
+    class Topic(models.TextChoices):
+        PROMOTION = "promotion", _("Promotion")
+        DEMOTION = "demotion", _("Demotion")
+        BENEFIT_ISSUED = "benefit_issued", _("Benefit issued")
+        BENEFIT_EXPIRING = "benefit_expiring", _("Benefit expiring")
+        REVIEW_WARNING = "review_warning", _("Review warning")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        SKIPPED = "skipped", _("Skipped: no address on this channel")
+        FAILED = "failed", _("Failed permanently")
+
+    member = models.ForeignKey(
+        Member,
+        verbose_name=_("member"),
+        on_delete=models.CASCADE,
+        related_name="outbox_messages",
+    )
+    channel = models.CharField(
+        _("channel"),
+        max_length=32,
+        help_text=_("The delivery backend, e.g. in_app, email or webhook."),
+    )
+    topic = models.CharField(_("topic"), max_length=32, choices=Topic)
+    key = models.CharField(
+        _("key"),
+        max_length=200,
+        help_text=_(
+            "The event this message is about, e.g. tier-change:12. Also sent "
+            "as the webhook's Idempotency-Key header."
+        ),
+    )
+    params = models.JSONField(
+        _("parameters"),
+        encoder=DjangoJSONEncoder,
+        default=dict,
+        help_text=_("The values the subject and body are rendered from."),
+    )
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status, default=Status.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), default=timezone.now)
+    # Random id of the sender run that claimed the message, and when. A claim
+    # older than CRM_NOTIFICATION_CLAIM_TIMEOUT_SECONDS counts as abandoned.
+    claim_token = models.CharField(_("claim token"), max_length=32, blank=True)
+    claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
+    last_error = models.CharField(
+        _("last error"),
+        max_length=500,
+        blank=True,
+        help_text=_("Why the last attempt failed; never contains personal data."),
+    )
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        # Newest first through the primary key index, which follows creation order.
+        ordering = ["-pk"]
+        verbose_name = _("outbox message")
+        verbose_name_plural = _("outbox messages")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "channel"], name="outboxmessage_unique_key_channel"
+            ),
+            models.CheckConstraint(
+                condition=~Q(key=""), name="outboxmessage_key_not_empty"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="outbox_due"),
+            models.Index(
+                fields=["member", "channel", "-created_at"], name="outbox_member"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.channel})"
+
+
+class ChannelToken(models.Model):
+    """A secret that lets one channel's systems call the event API.
+
+    Only the SHA-256 hash of the token is stored, and the token itself is
+    shown once, by the create_channel_token command. ``prefix`` is the
+    token's public first part, which finds the row before the hash is
+    compared. A token acts for its channel only.
+    """
+
+    channel = models.ForeignKey(
+        Channel,
+        verbose_name=_("channel"),
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+    )
+    name = models.CharField(
+        _("name"),
+        max_length=100,
+        help_text=_("What uses the token, e.g. the Xuhui store tills."),
+    )
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(_("token hash"), max_length=64, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(
+        _("revoked at"),
+        null=True,
+        blank=True,
+        help_text=_("Requests with a revoked token are rejected with status 401."),
+    )
+
+    class Meta:
+        ordering = ["channel__code", "name"]
+        verbose_name = _("channel API token")
+        verbose_name_plural = _("channel API tokens")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(prefix=""), name="channeltoken_prefix_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class IdempotencyRecord(models.Model):
+    """The stored response to an event API request sent with an Idempotency-Key.
+
+    A request that repeats a channel's key with the same body gets this
+    response again, and nothing is recorded twice. ``request_hash`` is the
+    SHA-256 of the request's path and body.
+    """
+
+    channel = models.ForeignKey(
+        Channel, verbose_name=_("channel"), on_delete=models.CASCADE, related_name="+"
+    )
+    key = models.CharField(_("idempotency key"), max_length=255)
+    request_hash = models.CharField(_("request hash"), max_length=64)
+    status_code = models.PositiveSmallIntegerField(_("status code"))
+    response_body = models.JSONField(
+        _("response body"), encoder=DjangoJSONEncoder, default=dict
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("idempotency record")
+        verbose_name_plural = _("idempotency records")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "key"], name="idempotency_unique_channel_key"
+            ),
+            models.CheckConstraint(
+                condition=~Q(key=""), name="idempotency_key_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_id}:{self.key}"

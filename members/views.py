@@ -12,9 +12,10 @@ from django.utils.translation import get_language
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from benefits.models import Benefit
+from benefits.pages import grant_rows, member_grants, pool_rows, tier_benefits
 from members.links import ExpiredMemberLink, InvalidMemberLink, member_from_token
 from members.models import Member
+from members.notifications import recent_in_app_messages
 from tiers.formatting import format_date, format_money
 from tiers.models import ReviewWarning
 from tiers.progress import member_progress
@@ -52,12 +53,14 @@ def _recent_activity(member: Member) -> list[ActivityRow]:
     ]
 
 
-def _benefits(member: Member) -> list[Benefit]:
-    # filter(tiers=None) would match benefits without any tier, so a member
-    # without a tier gets an empty list instead.
-    if member.tier_id is None:
-        return []
-    return list(Benefit.objects.filter(tiers=member.tier_id))
+def _benefits(member: Member) -> dict[str, object]:
+    """Return the benefits section: the tier's benefits, grants and pools."""
+    grants = member_grants(member)
+    return {
+        "benefits": tier_benefits(member),
+        "grants": grant_rows(grants),
+        "pools": pool_rows(member, grants),
+    }
 
 
 def _review_warning(member: Member) -> str:
@@ -112,8 +115,11 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
         "member": member,
         "progress": member_progress(member),
         "review_warning": _review_warning(member),
-        "benefits": _benefits(member),
+        **_benefits(member),
         "activities": _recent_activity(member),
+        "notifications": recent_in_app_messages(
+            member, get_language() or settings.LANGUAGE_CODE
+        ),
     }
     response = render(request, "members/member_page.html", context)
     return _keep_private(response)

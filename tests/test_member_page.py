@@ -371,14 +371,18 @@ def test_page_query_count_is_flat(
     client, alice, store, benefits, ladder, django_assert_num_queries
 ):
     url = member_page_url(alice)
-    # Eleven queries:
+    # Fourteen queries:
     # - the member joined with its tier,
     # - the version in effect, its rule groups, requirements, tier rules
     #   joined with tiers, activity kinds and growth value weights (6),
     # - the metrics aggregate and the tier overrides in force,
-    # - benefits, and activities joined with channel and kind.
-    # Alice's tier has no review date, so no review warning is looked up.
-    with django_assert_num_queries(11):
+    # - the member's grants joined with benefits, the tier's benefits and
+    #   the tier's pools (3),
+    # - activities joined with channel and kind,
+    # - the member's recent in-app messages.
+    # Alice's tier has no review date, so no review warning is looked up,
+    # and it has no pools, so no pool options are looked up either.
+    with django_assert_num_queries(14):
         client.get(url)
 
     for number in range(25):
@@ -387,7 +391,7 @@ def test_page_query_count_is_flat(
         perk = Benefit.objects.create(name=f"Perk {number}", kind="gift")
         perk.tiers.add(ladder["silver"])
 
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(14):
         response = client.get(url)
     assert len(response.context["activities"]) == 10
     assert len(response.context["benefits"]) == 7
@@ -518,9 +522,9 @@ def test_page_retention_not_met(client, dan, store):
 
 
 def test_page_retention_query_count(client, dan, django_assert_num_queries):
-    # The same eleven queries as without retention rules: the retention check
-    # reuses the version and the metrics aggregate.
-    with django_assert_num_queries(11):
+    # The same fourteen queries as without retention rules: the retention
+    # check reuses the version and the metrics aggregate.
+    with django_assert_num_queries(14):
         client.get(member_page_url(dan))
 
 
@@ -803,10 +807,12 @@ def test_page_reviewed_tier_query_count(
         lambda shown: member_progress(shown, local(2025, 2, 5)),
     )
 
-    # The eleven queries that test_page_query_count_is_flat lists, plus the
-    # review warning joined with its tier. The review and grace dates come
-    # with the member and the evaluation.
-    with django_assert_num_queries(12):
+    # The fourteen queries that test_page_query_count_is_flat lists, plus
+    # the metrics aggregate as of the review date (Erin's review is due, and
+    # a due review is judged on that date's metrics) and the review warning
+    # joined with its tier. The review and grace dates come with the member
+    # and the evaluation.
+    with django_assert_num_queries(16):
         response = client.get(member_page_url(erin))
 
     assert response.context["progress"].hold.in_grace
@@ -872,9 +878,10 @@ def test_page_warning_query_count(
         lambda shown: member_progress(shown, local(2025, 1, 10)),
     )
 
-    # The twelve queries of test_page_reviewed_tier_query_count: the eleven
-    # of test_page_query_count_is_flat and the warning joined with its tier.
-    with django_assert_num_queries(12):
+    # The fifteen queries of test_page_reviewed_tier_query_count: the
+    # fourteen of test_page_query_count_is_flat and the warning joined with
+    # its tier.
+    with django_assert_num_queries(15):
         response = client.get(member_page_url(erin_at_risk))
 
     assert response.context["review_warning"] == (

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from benefits.issuing import issue_for_tier_changes
 from crm import demo
 from members.importing.service import import_file
 from members.links import member_page_url
@@ -68,6 +69,10 @@ class Command(BaseCommand):
                 f"{name} {count}" for name, count in sorted(summary.tier_counts.items())
             )
         )
+        # Issued here rather than by the job cluster, so the links printed
+        # below open pages that already show the benefits.
+        issued = issue_for_tier_changes()
+        self.stdout.write(f"Issued {issued.get('grants', 0)} benefit grants.")
 
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(
