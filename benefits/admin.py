@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from benefits.approvals import ApprovalError, approve, reject
@@ -134,10 +134,9 @@ class GrantActionsMixin:
         return request.user.has_perm("benefits.redeem_grant")
 
     def _report(self, request: HttpRequest, done: int, text: str) -> None:
+        # ``text`` is already translated, with the count filled in by %(count)d.
         if done:
-            self.message_user(
-                request, gettext(text) % {"count": done}, messages.SUCCESS
-            )
+            self.message_user(request, text % {"count": done}, messages.SUCCESS)
 
     @admin.action(description=_("Approve"), permissions=["approve"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
@@ -149,7 +148,15 @@ class GrantActionsMixin:
                 self.message_user(request, str(error), messages.ERROR)
                 continue
             approved += 1
-        self._report(request, approved, "%(count)d grant(s) approved and issued.")
+        self._report(
+            request,
+            approved,
+            ngettext(
+                "%(count)d grant approved and issued.",
+                "%(count)d grants approved and issued.",
+                approved,
+            ),
+        )
 
     @admin.action(description=_("Reject"), permissions=["approve"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
@@ -162,7 +169,13 @@ class GrantActionsMixin:
                 self.message_user(request, str(error), messages.ERROR)
                 continue
             rejected += 1
-        self._report(request, rejected, "%(count)d grant(s) rejected.")
+        self._report(
+            request,
+            rejected,
+            ngettext(
+                "%(count)d grant rejected.", "%(count)d grants rejected.", rejected
+            ),
+        )
 
     @admin.action(description=_("Redeem"), permissions=["redeem"])
     def redeem_selected(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
@@ -174,7 +187,13 @@ class GrantActionsMixin:
                 self.message_user(request, str(error), messages.ERROR)
                 continue
             redeemed += 1
-        self._report(request, redeemed, "%(count)d grant(s) redeemed.")
+        self._report(
+            request,
+            redeemed,
+            ngettext(
+                "%(count)d grant redeemed.", "%(count)d grants redeemed.", redeemed
+            ),
+        )
 
 
 GRANT_FIELDS = (

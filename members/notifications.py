@@ -32,7 +32,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone, translation
-from django.utils.translation import gettext
+from django.utils.translation import get_language, gettext
 from django_q.tasks import async_task
 
 from members.delivery import configured_backends
@@ -406,20 +406,33 @@ def _render_demotion(params: Mapping[str, Any], language: str) -> RenderedMessag
     return RenderedMessage(subject, body)
 
 
+def _join(*sentences: str) -> str:
+    """Join sentences the way the active language writes them.
+
+    Chinese puts no space after its full stop; English needs one.
+    """
+    separator = "" if (get_language() or "").startswith("zh") else " "
+    return separator.join(sentence for sentence in sentences if sentence)
+
+
 def _benefit_code_sentence(params: Mapping[str, Any]) -> str:
     if not params.get("code"):
         return ""
-    return " " + gettext("Your code is %(code)s.") % {"code": params["code"]}
+    return gettext("Your code is %(code)s.") % {"code": params["code"]}
 
 
 def _render_benefit_issued(params: Mapping[str, Any], language: str) -> RenderedMessage:
     benefit = params["benefit"]
     subject = gettext("New benefit: %(benefit)s") % {"benefit": benefit}
-    body = gettext("You have received %(benefit)s.") % {"benefit": benefit}
-    body += _benefit_code_sentence(params)
+    validity = ""
     if params.get("expires_at"):
         date_text = format_date(_date(params["expires_at"]))
-        body += " " + gettext("It is valid until %(date)s.") % {"date": date_text}
+        validity = gettext("It is valid until %(date)s.") % {"date": date_text}
+    body = _join(
+        gettext("You have received %(benefit)s.") % {"benefit": benefit},
+        _benefit_code_sentence(params),
+        validity,
+    )
     return RenderedMessage(subject, body)
 
 
@@ -431,8 +444,10 @@ def _render_benefit_expiring(
         "date": format_date(_date(params["expires_at"])),
     }
     subject = gettext("%(benefit)s expires soon") % names
-    body = gettext("Your benefit %(benefit)s expires on %(date)s.") % names
-    body += _benefit_code_sentence(params)
+    body = _join(
+        gettext("Your benefit %(benefit)s expires on %(date)s.") % names,
+        _benefit_code_sentence(params),
+    )
     return RenderedMessage(subject, body)
 
 

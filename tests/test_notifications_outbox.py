@@ -193,6 +193,19 @@ def test_language_chosen_per_member(alice, bob):
     assert "2025年1月31日" in render_message(to_bob).body
 
 
+def test_chinese_sentences_joined_without_spaces(bob):
+    params = {
+        "benefit": "生日券",
+        "code": "C-77",
+        "expires_at": "2025-01-31T12:00:00+08:00",
+    }
+    notify(bob.pk, "benefit_issued", params, "grant-issued:3")
+
+    body = render_message(OutboxMessage.objects.get(member=bob, channel="email")).body
+
+    assert body == "您已获得生日券。您的券码为C-77。有效期至2025年1月31日。"
+
+
 def test_grant_shaped_params_accepted(alice):
     params = {
         "grant_id": 7,
