@@ -122,10 +122,16 @@ def queue_tier_change_messages() -> int:
     now = timezone.now()
     since = now - dt.timedelta(days=settings.CRM_NOTIFICATION_MAX_AGE_DAYS)
     created = 0
-    for events in _chunks(_tier_change_events(since)):
-        created += _insert(events)
-    for events in _chunks(_review_warning_events(since, now)):
-        created += _insert(events)
+    # The events are read through open cursors while messages are written.
+    # On SQLite in WAL mode a connection whose read began before another
+    # writer committed cannot take the write lock and fails at once with
+    # "database is locked"; one transaction, which takes the write lock
+    # when it begins, keeps the reads and the writes on one snapshot.
+    with transaction.atomic():
+        for events in _chunks(_tier_change_events(since)):
+            created += _insert(events)
+        for events in _chunks(_review_warning_events(since, now)):
+            created += _insert(events)
     logger.info("tier change messages created=%d since=%s", created, since.isoformat())
     if created:
         queue_sender_after_commit()
