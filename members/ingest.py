@@ -59,6 +59,7 @@ from members.models import (
     Member,
 )
 from tiers.evaluation import evaluate
+from tiers.jobs import evaluate_when_due
 from tiers.ladder import LadderError
 from tiers.models import TierChange
 
@@ -437,6 +438,28 @@ def _evaluate_tiers(channel: Channel, member_ids: set[int]) -> tuple[bool, set[i
     return True, promoted
 
 
+def _evaluate_again_when_due(recorder: _Recorder, events: list[EventInput]) -> None:
+    """Schedule another evaluation for members with events dated ahead of now.
+
+    Plausibility checks accept times up to a day ahead (a till with a fast
+    clock), and the evaluation in the request does not count them yet.
+    """
+    now = timezone.now()
+    ahead = [
+        (event.occurred_at, result.member_id)
+        for event in events
+        if event.occurred_at > now
+        and (result := recorder.results.get(event.index)) is not None
+        and result.status == EventStatus.CREATED
+        and result.member_id is not None
+    ]
+    if ahead:
+        evaluate_when_due(
+            {member_id for _, member_id in ahead if member_id is not None},
+            max(moment for moment, _ in ahead),
+        )
+
+
 def record_events(
     channel: Channel, items: Sequence[EventInput | InvalidEvent]
 ) -> IngestResult:
@@ -469,6 +492,8 @@ def record_events(
             }
             tiers_evaluated, promoted = _evaluate_tiers(channel, created)
             recorder.report_tiers(promoted)
+            if tiers_evaluated:
+                _evaluate_again_when_due(recorder, events)
     results = [recorder.results[index] for index in sorted(recorder.results)]
     return IngestResult(
         channel=channel, events=results, tiers_evaluated=tiers_evaluated

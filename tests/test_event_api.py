@@ -6,6 +6,7 @@ days (see conftest.standard_spec).
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import json
@@ -20,6 +21,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone, translation
+from django_q.models import Schedule
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
 
@@ -35,6 +37,7 @@ from members.models import (
 )
 from tests.conftest import make_member, record
 from tiers.evaluation import evaluate
+from tiers.jobs import evaluate_members
 from tiers.models import TierChange
 
 EVENTS = "/api/v1/events/"
@@ -965,3 +968,32 @@ def test_docs_page_served_without_cdn(db):
     html = response.content.decode()
     assert "/api/schema/" in html
     assert "cdn.jsdelivr.net" not in html
+
+
+# Events dated ahead of now
+
+
+def test_event_ahead_of_now_promotes_when_due(lei, till, ladder):
+    ahead = timezone.now() + dt.timedelta(minutes=5)
+
+    body = till.post(EVENTS, event(occurred_at=ahead.isoformat()), format="json").json()
+
+    # The evaluation in the request counts activity up to now only.
+    assert body["status"] == "created"
+    assert body["promoted"] is False
+    schedule = Schedule.objects.get(func="tiers.jobs.evaluate_members")
+    assert schedule.next_run > ahead
+    assert schedule.schedule_type == Schedule.ONCE
+
+    # The task as the cluster runs it, at the moment it is scheduled for.
+    evaluate_members(ast.literal_eval(schedule.args), as_of=schedule.next_run)
+
+    lei.refresh_from_db()
+    assert lei.tier == ladder["silver"]
+    assert promotions(lei) == 1
+
+
+def test_event_in_the_past_schedules_nothing(lei, till):
+    till.post(EVENTS, event(), format="json")
+
+    assert not Schedule.objects.filter(func="tiers.jobs.evaluate_members").exists()

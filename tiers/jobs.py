@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 REEVALUATE_TASK = "tiers.jobs.reevaluate_everyone"
 NIGHTLY_REVIEWS_TASK = "tiers.jobs.run_nightly_reviews"
+EVALUATE_MEMBERS_TASK = "tiers.jobs.evaluate_members"
 # The lock shared by every job that evaluates all members.
 EVALUATION_LOCK = "tier-evaluation"
 # How long a re-evaluation that found the lock taken waits before it tries again.
@@ -141,6 +142,52 @@ def queue_reevaluation(version: RuleVersion) -> None:
         "scheduled re-evaluation for rule version %d at %s",
         version.number,
         version.effective_from.isoformat(),
+    )
+
+
+def evaluate_members(
+    member_ids: list[int], as_of: dt.datetime | None = None
+) -> dict[str, int]:
+    """Evaluate ``member_ids`` as of ``as_of`` (default: now).
+
+    The task that evaluate_when_due() schedules. Running it twice changes
+    nothing more, as for every evaluation.
+    """
+    try:
+        summary, _ = evaluate(member_ids, as_of=as_of)
+    except LadderError as error:
+        logger.warning(
+            "scheduled evaluation skipped members=%d error=%s", len(member_ids), error
+        )
+        return {"evaluated": 0, "changed": 0}
+    logger.info(
+        "scheduled evaluation finished evaluated=%d changed=%d",
+        summary.evaluated,
+        summary.changed,
+    )
+    return {"evaluated": summary.evaluated, "changed": summary.changed}
+
+
+def evaluate_when_due(member_ids: set[int], due: dt.datetime) -> None:
+    """Schedule an evaluation of ``member_ids`` for just after ``due``.
+
+    An evaluation counts activity up to its own moment, so a purchase that a
+    till with a fast clock stamps a few minutes ahead counts only from then.
+    The schedule row is written in the caller's transaction, so it exists
+    only if the activity it is for was committed.
+    """
+    if not member_ids:
+        return
+    Schedule.objects.create(
+        name=f"evaluate-at-{due:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}",
+        func=EVALUATE_MEMBERS_TASK,
+        args=repr(sorted(member_ids)),
+        schedule_type=Schedule.ONCE,
+        next_run=due + dt.timedelta(seconds=1),
+        repeats=1,
+    )
+    logger.info(
+        "scheduled evaluation of %d members at %s", len(member_ids), due.isoformat()
     )
 
 
