@@ -195,6 +195,32 @@ class MemberProgress:
     next_tier: NextTier | None
     retention: RetentionProgress | None = None
     hold: TierHold | None = None
+    # Set while a fixed override or floor that staff set keeps the shown tier.
+    override_text: str = ""
+
+
+def override_text(member: Member, explanation: Mapping[str, Any]) -> str:
+    """Describe the fixed override or floor that keeps the member's tier, or "".
+
+    Only an override in the evaluation that concerns the stored tier is
+    described; a one-off override leaves nothing in force to describe.
+    """
+    override = explanation.get("override")
+    if not override or member.tier is None or override.get("tier") != member.tier_id:
+        return ""
+    names: dict[str, str] = {"tier": member.tier.name}
+    until = override.get("until")
+    if until:
+        names["date"] = format_date(last_day_held(dt.datetime.fromisoformat(until)))
+    if override.get("mode") == "fixed":
+        return gettext("Staff keep you at %(tier)s until %(date)s.") % names
+    if override.get("mode") == "floor":
+        if until:
+            return (
+                gettext("Staff keep you at %(tier)s or above until %(date)s.") % names
+            )
+        return gettext("Staff keep you at %(tier)s or above.") % names
+    return ""
 
 
 def percent_of(value: Decimal, target: Decimal) -> int:
@@ -653,6 +679,7 @@ def build_progress(
         next_tier=next_tier,
         retention=retention,
         hold=hold,
+        override_text=override_text(member, explanation),
     )
 
 
