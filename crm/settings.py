@@ -178,6 +178,10 @@ USE_TZ = True
 # The program's time zone: naive times in imports are read in it, and the
 # "calendar year" and "last N days" windows start at its midnight.
 TIME_ZONE = env_str("CRM_TIME_ZONE", "Asia/Shanghai")
+# The largest amount one activity may carry, in the program's currency.
+# Imports, the event API and the admin reject anything above it as a likely
+# typing or export error.
+CRM_MAX_ACTIVITY_AMOUNT = env_int("CRM_MAX_ACTIVITY_AMOUNT", 1_000_000)
 # ISO 4217 code of the only currency that amounts are accepted in.
 CRM_CURRENCY = env_str("CRM_CURRENCY", "CNY").upper()
 # Region used to read phone numbers written without a country code.

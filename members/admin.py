@@ -32,7 +32,13 @@ from members.importing.amounts import DECIMAL_MARK_CHOICES
 from members.importing.cleaning import phone_e164
 from members.importing.csv_reader import ENCODING_CHOICES
 from members.importing.dates import DATE_ORDER_CHOICES
+from members.importing.errors import InvalidValue
 from members.importing.formats import FORMATS
+from members.importing.plausibility import (
+    check_occurred_at,
+    check_quantity,
+    signed_amount,
+)
 from members.importing.sizes import size_limit_message
 from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
 from members.resources import ActivityResource, ImportResult, MemberResource
@@ -319,7 +325,7 @@ class MemberAdmin(FileImportExportAdmin):
     list_display = ("name", "phone", "email", "tier", "tier_since", "joined_on")
     # The tier column would otherwise cost one query per row.
     list_select_related = ("tier",)
-    list_filter = ("tier",)
+    list_filter = ("tier", "language")
     search_fields = ("name", "phone", "phone_e164", "email", "identities__external_id")
     # Tier evaluation alone sets the tier and its review and grace dates.
     readonly_fields = (
@@ -331,7 +337,19 @@ class MemberAdmin(FileImportExportAdmin):
         "current_evaluation",
     )
     fieldsets = (
-        (None, {"fields": ("name", "phone", "phone_e164", "email", "joined_on")}),
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "phone",
+                    "phone_e164",
+                    "email",
+                    "language",
+                    "joined_on",
+                )
+            },
+        ),
         (
             _("Tier"),
             {
@@ -402,8 +420,66 @@ class MemberAdmin(FileImportExportAdmin):
         super().save_model(request, obj, form, change)
 
 
+class ActivityAdminForm(forms.ModelForm):
+    """The activity form, checked by the same rules as the import and the API.
+
+    A refund entered positive is stored negative, as an import stores it.
+    """
+
+    # NOTE: amounts are limited only by the field's size (below 10**12), as in
+    # the import and the API. No rule rejects an implausible but storable
+    # amount such as 999,999,999,999.99.
+
+    class Meta:
+        model = Activity
+        fields = (
+            "member",
+            "channel",
+            "kind",
+            "occurred_at",
+            "amount",
+            "quantity",
+            "reference",
+        )
+        help_texts = {
+            "amount": _(
+                "In the store currency. Refunds may be entered positive or "
+                "negative and are stored negative. Visits, reviews and referrals "
+                "carry no amount."
+            ),
+        }
+
+    def clean_occurred_at(self) -> dt.datetime:
+        moment: dt.datetime = self.cleaned_data["occurred_at"]
+        try:
+            return check_occurred_at(moment, timezone.now())
+        except InvalidValue as error:
+            local_time = f"{timezone.localtime(moment):%Y-%m-%d %H:%M}"
+            raise ValidationError(f"{local_time} {error.reason}.") from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        kind = cleaned.get("kind")
+        if kind is None:
+            return cleaned
+        amount = cleaned.get("amount")
+        if amount is not None:
+            try:
+                cleaned["amount"] = signed_amount(amount, kind)
+            except InvalidValue as error:
+                self.add_error("amount", f"{amount} {error.reason}.")
+        quantity = cleaned.get("quantity")
+        if quantity is not None:
+            try:
+                check_quantity(quantity, kind)
+            except InvalidValue as error:
+                self.add_error("quantity", f"{quantity} {error.reason}.")
+        return cleaned
+
+
 @admin.register(Activity)
 class ActivityAdmin(FileImportExportAdmin):
+    form = ActivityAdminForm
     resource_classes = [ActivityResource]
     import_form_class = ActivityImportForm
     confirm_form_class = ActivityConfirmImportForm

@@ -29,9 +29,9 @@ from members.importing.dates import parse_datetime
 from members.importing.errors import InvalidValue
 from members.importing.lookups import channel_key
 from members.importing.plausibility import (
-    check_amount,
     check_occurred_at,
     check_quantity,
+    signed_amount,
 )
 from members.importing.text import fold_width, strip_invisible
 from members.ingest import EventInput, EventStatus, InvalidEvent
@@ -198,16 +198,9 @@ class EventSerializer(serializers.Serializer):
         amount: Decimal = attrs["amount"]
         errors: dict[str, str] = {}
         try:
-            check_amount(amount, kind)
+            attrs["amount"] = signed_amount(amount, kind)
         except InvalidValue as error:
             errors["amount"] = f"{str(amount)!r} {error.reason}."
-        if kind.role == ActivityKind.Role.REFUND and amount > 0:
-            attrs["amount"] = -amount
-        elif kind.role == ActivityKind.Role.PURCHASE and amount < 0:
-            errors["amount"] = _(
-                "A purchase cannot have a negative amount. Send it with kind "
-                "refund instead."
-            )
         try:
             check_quantity(attrs["quantity"], kind)
         except InvalidValue as error:

@@ -997,3 +997,11 @@ def test_event_in_the_past_schedules_nothing(lei, till):
     till.post(EVENTS, event(), format="json")
 
     assert not Schedule.objects.filter(func="tiers.jobs.evaluate_members").exists()
+
+
+def test_amount_above_limit_invalid(lei, till):
+    response = till.post(EVENTS, event(amount="1000000.01"), format="json")
+
+    assert response.status_code == 422
+    assert "CRM_MAX_ACTIVITY_AMOUNT" in json.dumps(response.json())
+    assert not Activity.objects.filter(reference="R-1").exists()

@@ -418,13 +418,22 @@ def test_amount_beyond_column_rejected(base, amount, reason):
     assert reason in issue.reason
 
 
-def test_largest_amount_fits_column(base):
+def test_largest_amount_fits_column(base, settings):
+    # A program that raises the per-activity limit to the column's size.
+    settings.CRM_MAX_ACTIVITY_AMOUNT = 10**12
     report = activities(
         "M0001,2024-05-01 10:00,999999999999.99,store-xuhui,purchase,A-1,1"
     )
 
     assert report.created == 1
     assert Activity.objects.get().amount == Decimal("999999999999.99")
+
+
+def test_amount_above_limit_rejected(base):
+    report = activities("M0001,2024-05-01 10:00,1000000.01,store-xuhui,purchase,A-1,1")
+
+    assert report.created == 0
+    assert "CRM_MAX_ACTIVITY_AMOUNT" in report.rejections[0].reason
 
 
 def test_xlsx_amount_beyond_column_rejected(base):

@@ -28,10 +28,10 @@ from members.importing.columns import ColumnMap
 from members.importing.dates import decide_date_order, parse_date, parse_datetime
 from members.importing.errors import InvalidValue
 from members.importing.plausibility import (
-    check_amount,
     check_joined_on,
     check_occurred_at,
     check_quantity,
+    signed_amount,
 )
 from members.importing.table import SourceRow, Table
 from members.importing.text import clean_text, fold_width
@@ -323,18 +323,11 @@ def _signed_amount(
     reader: _RowReader, kind: ActivityKind, amount: Decimal
 ) -> Decimal | None:
     """Return the amount with the sign its kind stores, or None if it has none."""
-    if not reader.check("amount", partial(check_amount, amount, kind)):
+    try:
+        return signed_amount(amount, kind)
+    except InvalidValue as error:
+        reader.reject("amount", reader.text("amount"), error.reason)
         return None
-    if kind.role == ActivityKind.Role.REFUND and amount > 0:
-        return -amount
-    if kind.role == ActivityKind.Role.PURCHASE and amount < 0:
-        reader.reject(
-            "amount",
-            reader.text("amount"),
-            "is negative, but a purchase cannot be; record it with kind refund",
-        )
-        return None
-    return amount
 
 
 def _occurred_at_cleaner(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+from django.conf import settings
+
 from members.importing.dates import program_zone
 from members.importing.errors import InvalidValue
 from members.models import ActivityKind
@@ -61,10 +63,35 @@ def check_quantity(quantity: int, kind: ActivityKind) -> int:
 
 
 def check_amount(amount: Decimal, kind: ActivityKind) -> Decimal:
-    """Raise InvalidValue for a non-zero amount on a kind without money."""
+    """Raise InvalidValue for a non-zero amount on a kind without money, or
+    for an amount above CRM_MAX_ACTIVITY_AMOUNT either way."""
     if amount != 0 and kind.role not in AMOUNT_ROLES:
         raise InvalidValue(
             f"must be 0 for kind {kind.code}, because visits, reviews and "
             "referrals carry no amount"
+        )
+    limit = Decimal(settings.CRM_MAX_ACTIVITY_AMOUNT)
+    if abs(amount) > limit:
+        raise InvalidValue(
+            f"is more than {limit:,} for one activity, which is likely a typing "
+            "or export error. Check the value; if it is real, raise "
+            "CRM_MAX_ACTIVITY_AMOUNT"
+        )
+    return amount
+
+
+def signed_amount(amount: Decimal, kind: ActivityKind) -> Decimal:
+    """Return ``amount`` with the sign that ``kind`` stores it with.
+
+    A refund is stored negative whether it is given positive or negative.
+    Raises InvalidValue for a non-zero amount on a kind without money and
+    for a negative purchase.
+    """
+    check_amount(amount, kind)
+    if kind.role == ActivityKind.Role.REFUND and amount > 0:
+        return -amount
+    if kind.role == ActivityKind.Role.PURCHASE and amount < 0:
+        raise InvalidValue(
+            "is negative, but a purchase cannot be; record it with kind refund"
         )
     return amount
