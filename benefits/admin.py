@@ -86,8 +86,37 @@ class TierBenefitAdmin(admin.ModelAdmin):
     autocomplete_fields = ["benefit"]
 
 
+class BenefitPoolForm(forms.ModelForm):
+    """The pool form, which rejects a pool with fewer options than choices."""
+
+    class Meta:
+        model = BenefitPool
+        fields = ["tier", "name", "choose", "options"]
+
+    def clean(self) -> dict[str, Any] | None:
+        cleaned_data = super().clean() or {}
+        choose = cleaned_data.get("choose")
+        options = cleaned_data.get("options")
+        # The options are many-to-many, saved after the pool, so the model's
+        # clean() and constraints cannot compare them with ``choose``.
+        if choose is not None and options is not None and choose > len(options):
+            self.add_error(
+                "choose",
+                ngettext(
+                    "Members cannot pick %(choose)d options from %(count)d option. "
+                    "Add options or lower the choices per period.",
+                    "Members cannot pick %(choose)d options from %(count)d options. "
+                    "Add options or lower the choices per period.",
+                    len(options),
+                )
+                % {"choose": choose, "count": len(options)},
+            )
+        return cleaned_data
+
+
 @admin.register(BenefitPool)
 class BenefitPoolAdmin(admin.ModelAdmin):
+    form = BenefitPoolForm
     list_display = ["name", "tier", "choose"]
     list_filter = ["tier"]
     list_select_related = ["tier"]

@@ -51,6 +51,7 @@ from django.utils import timezone
 
 from benefits.codes import new_code
 from benefits.models import (
+    MAX_BENEFIT_DAYS,
     OPEN_STATUSES,
     Benefit,
     BenefitPool,
@@ -107,22 +108,44 @@ def return_stock(benefit_id: int) -> None:
     )
 
 
+class BenefitDatesError(Exception):
+    """Raised when a benefit's deadline or expiry lies outside the datetime range.
+
+    Benefit rows now keep valid_days and approval_days within
+    MAX_BENEFIT_DAYS, so only rows written around the model's check
+    constraints can cause it. Callers catch it per grant, so one such benefit
+    does not stop issuing for other benefits and members.
+    """
+
+    def __init__(self, benefit_id: int, error: Exception) -> None:
+        super().__init__(
+            f"benefit {benefit_id} has a validity or approval deadline too far "
+            f"in the future ({error}); set valid days and approval days to at "
+            f"most {MAX_BENEFIT_DAYS}"
+        )
+        self.benefit_id = benefit_id
+
+
 def issue_fields(benefit: Benefit, now: dt.datetime) -> dict[str, Any]:
     """Return the fields of a grant that leaves the stock check at ``now``.
 
     A benefit that needs approval waits for it until its deadline. Any other
     grant is issued at once and expires as the benefit's validity sets.
+    Raises BenefitDatesError when that deadline or expiry overflows datetime.
     """
-    if benefit.approval_required:
+    try:
+        if benefit.approval_required:
+            return {
+                "status": Status.AWAITING_APPROVAL,
+                "approval_due_at": now + dt.timedelta(days=benefit.approval_days),
+            }
         return {
-            "status": Status.AWAITING_APPROVAL,
-            "approval_due_at": now + dt.timedelta(days=benefit.approval_days),
+            "status": Status.ISSUED,
+            "issued_at": now,
+            "expires_at": benefit.expiry_for(now),
         }
-    return {
-        "status": Status.ISSUED,
-        "issued_at": now,
-        "expires_at": benefit.expiry_for(now),
-    }
+    except OverflowError as error:
+        raise BenefitDatesError(benefit.pk, error) from error
 
 
 def activation_fields(benefit: Benefit, now: dt.datetime) -> dict[str, Any]:
@@ -521,7 +544,48 @@ class _Chunk:
             notify_issued(Grant.objects.select_related("benefit").get(pk=row.pk))
 
 
-def _process_chunk(change_ids: list[int], member_ids: list[int]) -> Counter[str]:
+def _handle_changes(
+    chunk: _Chunk, changes: list[TierChange], held_members: set[int]
+) -> list[ProcessedTierChange]:
+    """Handle each change in a savepoint and return the records of those handled.
+
+    A change that fails with BenefitDatesError is rolled back and left
+    unhandled, so a later run retries it once staff fix the benefit. Its
+    member is added to ``held_members``, and their later changes wait too,
+    because handling them first would apply the member's changes out of
+    order. Other members are not affected.
+    """
+    records = []
+    for change in changes:
+        if change.member_id in held_members:
+            chunk.counts["held_back"] += 1
+            continue
+        counts = chunk.counts.copy()
+        out_of_stock = chunk.out_of_stock.copy()
+        try:
+            with transaction.atomic():
+                records.append(chunk.handle(change))
+        except BenefitDatesError as error:
+            # The savepoint undid the change's rows, so undo its counts too.
+            # The chunk's cached rows of this member are now stale, but no
+            # later change of the member is handled in this run.
+            chunk.counts = counts
+            chunk.out_of_stock = out_of_stock
+            chunk.counts["failed"] += 1
+            held_members.add(change.member_id)
+            logger.error(
+                "tier change %d of member %d not handled: %s; it is retried on "
+                "the next run, and the member's later changes wait for it",
+                change.pk,
+                change.member_id,
+                error,
+            )
+    return records
+
+
+def _process_chunk(
+    change_ids: list[int], member_ids: list[int], held_members: set[int]
+) -> Counter[str]:
     now = timezone.now()
     with transaction.atomic():
         # Lock first, then read what is still unhandled, so a run that waited
@@ -536,7 +600,7 @@ def _process_chunk(change_ids: list[int], member_ids: list[int]) -> Counter[str]
         if not changes:
             return Counter()
         chunk = _Chunk(changes, now)
-        records = [chunk.handle(change) for change in changes]
+        records = _handle_changes(chunk, changes, held_members)
         ProcessedTierChange.objects.bulk_create(records)
     for benefit_id, waiting in sorted(chunk.out_of_stock.items()):
         logger.warning(
@@ -558,13 +622,19 @@ def issue_for_tier_changes() -> dict[str, int]:
     Safe to run at any time and any number of times, also concurrently:
     handled changes are recorded in ProcessedTierChange in the same
     transaction as their grants. Returns counts of changes, periods, grants
-    by status, ended and resumed ongoing grants.
+    by status, ended and resumed ongoing grants, and of changes that failed
+    or were held back behind a failed change of the same member. Those stay
+    unhandled and are retried on the next run.
     """
     logger.info("benefit issuing started")
     totals: Counter[str] = Counter()
+    held_members: set[int] = set()
+    # Failed changes stay unhandled, so each query starts after the last
+    # chunk instead of at the first unhandled change.
+    after_pk = 0
     while True:
         pending = list(
-            TierChange.objects.filter(benefit_processing__isnull=True)
+            TierChange.objects.filter(benefit_processing__isnull=True, pk__gt=after_pk)
             .order_by("pk")
             .values_list("pk", "member_id")[:CHUNK_SIZE]
         )
@@ -572,12 +642,13 @@ def issue_for_tier_changes() -> dict[str, int]:
             break
         change_ids = [change_id for change_id, _ in pending]
         member_ids = sorted({member_id for _, member_id in pending})
-        counts = _process_chunk(change_ids, member_ids)
-        if not counts["changes"]:
-            # Another run handled this chunk meanwhile, so the next query
-            # skips it.
-            continue
+        after_pk = change_ids[-1]
+        counts = _process_chunk(change_ids, member_ids, held_members)
         totals.update(counts)
+        if not counts["changes"]:
+            # Another run handled this chunk meanwhile, or every change in it
+            # failed or was held back.
+            continue
         logger.info(
             "benefit issuing chunk done: tier changes %d to %d, handled=%d grants=%d",
             change_ids[0],
@@ -612,10 +683,13 @@ def issue_waiting_for_stock(now: dt.datetime | None = None) -> dict[str, int]:
         .order_by("created_at", "pk")[:STOCK_RETRY_LIMIT]
     )
     out_of_stock: set[int] = set()
+    # Benefits whose deadline or expiry overflows datetime: their grants keep
+    # waiting, and are retried once staff fix the benefit.
+    invalid_dates: set[int] = set()
     counts: Counter[str] = Counter()
     issued_ids: list[int] = []
     for grant in waiting:
-        if grant.benefit_id in out_of_stock:
+        if grant.benefit_id in out_of_stock or grant.benefit_id in invalid_dates:
             continue
         try:
             with transaction.atomic():
@@ -634,6 +708,17 @@ def issue_waiting_for_stock(now: dt.datetime | None = None) -> dict[str, int]:
                     notify_issued(grant)
         except _StockChanged:
             counts["skipped"] += 1
+            continue
+        except BenefitDatesError as error:
+            # The savepoint gave the stock item back.
+            invalid_dates.add(grant.benefit_id)
+            counts["failed"] += 1
+            logger.error(
+                "grant %d of member %d still waits for stock: %s",
+                grant.pk,
+                grant.member_id,
+                error,
+            )
             continue
         counts[grant.status] += 1
         issued_ids.append(grant.pk)

@@ -14,13 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 if TYPE_CHECKING:
     from tiers.models import Tier
+
+# Upper bound of Benefit.valid_days and Benefit.approval_days: ten years of
+# 366 days. Issuing adds these days to the current time, and a much larger
+# number overflows Python's datetime (year 9999) and fails every grant of
+# the benefit. A check constraint enforces the bound in the database too.
+MAX_BENEFIT_DAYS = 3660
 
 
 class Benefit(models.Model):
@@ -67,8 +73,11 @@ class Benefit(models.Model):
         _("valid for days"),
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
-        help_text=_("Each grant expires this many days after it is issued."),
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BENEFIT_DAYS)],
+        help_text=_(
+            "Each grant expires this many days after it is issued, at most "
+            "3660 (ten years). Empty: no limit in days."
+        ),
     )
     stock = models.PositiveIntegerField(
         _("stock"),
@@ -87,10 +96,10 @@ class Benefit(models.Model):
     approval_days = models.PositiveSmallIntegerField(
         _("approval deadline (days)"),
         default=3,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BENEFIT_DAYS)],
         help_text=_(
-            "Days staff have to approve or reject a grant. A grant still "
-            "undecided after that is approved automatically."
+            "Days staff have to approve or reject a grant, from 1 to 3660. A "
+            "grant still undecided after that is approved automatically."
         ),
     )
     tiers: models.ManyToManyField[Tier, TierBenefit] = models.ManyToManyField(
@@ -116,16 +125,39 @@ class Benefit(models.Model):
                 | Q(valid_from__lt=models.F("valid_until")),
                 name="benefit_valid_from_before_until",
             ),
+            models.CheckConstraint(
+                condition=Q(valid_days__isnull=True)
+                | Q(valid_days__gte=1, valid_days__lte=MAX_BENEFIT_DAYS),
+                name="benefit_valid_days_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(approval_days__gte=1, approval_days__lte=MAX_BENEFIT_DAYS),
+                name="benefit_approval_days_in_range",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
 
     def clean(self) -> None:
+        errors: dict[str, Any] = {}
         if self.valid_from and self.valid_until and self.valid_from >= self.valid_until:
-            raise ValidationError(
-                {"valid_until": _("Enter an end after the start of validity.")}
-            )
+            errors["valid_until"] = _("Enter an end after the start of validity.")
+        if self.value is not None and self.value < 0:
+            errors["value"] = _(
+                "The value %(value)s is negative. Enter 0 or more, or leave it empty."
+            ) % {"value": self.value}
+        elif (
+            self.kind == self.Kind.DISCOUNT
+            and self.value is not None
+            and self.value > 100
+        ):
+            errors["value"] = _(
+                "A discount of %(value)s%% is more than 100%%. Enter a percentage "
+                "from 0 to 100."
+            ) % {"value": self.value}
+        if errors:
+            raise ValidationError(errors)
 
     def expiry_for(self, issued_at: dt.datetime) -> dt.datetime | None:
         """Return when a grant issued at ``issued_at`` expires, or None if never.

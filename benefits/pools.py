@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from benefits.issuing import create_grant
+from benefits.issuing import BenefitDatesError, create_grant
 from benefits.models import BenefitPool, Grant, TierPeriod
 from members.models import Member
 
@@ -41,8 +41,9 @@ def choose_from_pool(
     """Grant the member one option of a pool, if they have a choice left.
 
     Raises PoolChoiceError when the pool is not of the member's tier, the
-    option is not in the pool, the member already has it, or all N choices
-    of the period are made.
+    option is not in the pool, the member already has it, all N choices
+    of the period are made, or the option's expiry or approval deadline
+    overflows datetime.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -111,6 +112,21 @@ def choose_from_pool(
                     "You already have “%(benefit)s” or have no choice left in “%(pool)s”."
                 )
                 % {"benefit": benefit.name, "pool": pool.name}
+            ) from None
+        except BenefitDatesError as error:
+            # Raising leaves the atomic block, which undoes the stock taken.
+            logger.error(
+                "member %d could not choose benefit %d from pool %d: %s",
+                locked.pk,
+                benefit.pk,
+                pool.pk,
+                error,
+            )
+            raise PoolChoiceError(
+                _(
+                    "“%(benefit)s” cannot be issued at the moment. Pick another option or try again later."
+                )
+                % {"benefit": benefit.name}
             ) from None
     if grant.status == Grant.Status.AWAITING_STOCK:
         logger.warning(

@@ -208,11 +208,14 @@ def redeem(
     )
     grant.refresh_from_db()
     if redeemed:
+        # The reference is the channel's free text, so %r escapes line
+        # breaks and control characters that would otherwise forge log lines.
         logger.info(
-            "grant %d redeemed channel=%s reference=%s user=%s",
+            "grant %d redeemed member_id=%s channel_id=%s reference=%r user_id=%s",
             grant.pk,
-            channel.code if channel else "-",
-            reference or "-",
+            grant.member_id,
+            channel.pk if channel else "-",
+            reference,
             user.pk if user else "-",
         )
         return Redemption(grant, replayed=False)
@@ -220,10 +223,11 @@ def redeem(
         return Redemption(grant, replayed=True)
     rejection = _rejection(grant, now)
     logger.info(
-        "redemption of grant %d rejected: %s channel=%s reference=%s",
+        "redemption of grant %d rejected: %s member_id=%s channel_id=%s reference=%r",
         grant.pk,
         rejection.code,
-        channel.code if channel else "-",
-        reference or "-",
+        grant.member_id,
+        channel.pk if channel else "-",
+        reference,
     )
     raise rejection

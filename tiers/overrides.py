@@ -6,8 +6,8 @@ sets the tier now and leaves later evaluations free to change it.
 
 An override to a tier at or above the lowest tier marked
 ``override_needs_approval`` waits for a second person to approve it, unless
-it is a one-off at or below the member's current tier or a fixed override
-below it. Every other override applies at once. Applying one writes a
+it is a one-off or fixed override below the member's current tier. Every
+other override applies at once. Applying one writes a
 TierChange with reason OVERRIDE, even when the tier stays the same.
 """
 
@@ -66,15 +66,14 @@ def needs_approval(member: Member, tier: Tier, mode: str) -> bool:
 
     It does when ``tier`` ranks at or above the lowest tier marked
     ``override_needs_approval`` and the override raises the member's tier
-    or guarantees it: a fixed override or floor at the current tier keeps a
-    flagged tier that the rules may take away, and so does a floor below it.
-    Fixed downgrades and one-offs at or below the current tier do not.
+    or guarantees it. Any override at the current tier counts: a fixed
+    override or floor keeps a flagged tier that the rules may take away,
+    and a one-off restarts the tier's review period. A floor below the
+    current tier guarantees it too. Fixed and one-off downgrades do not.
     """
     current = member.tier
     if current is not None:
-        if mode == Mode.ONE_OFF and tier.rank <= current.rank:
-            return False
-        if mode == Mode.FIXED and tier.rank < current.rank:
+        if mode in (Mode.ONE_OFF, Mode.FIXED) and tier.rank < current.rank:
             return False
     lowest_flagged = Tier.objects.filter(override_needs_approval=True).aggregate(
         rank=Min("rank")
