@@ -154,8 +154,8 @@ def test_months_review_at_local_midnight(tiers, store):
 @pytest.mark.parametrize(
     ("refunded_at", "expected"),
     [
-        (local(2025, 1, 1, 0, 0, 0), "Bronze"),  # at the review moment: counts
-        (local(2025, 1, 1, 0, 0, 1), "Gold"),  # one second after: ignored
+        (local(2024, 12, 31, 23, 59, 59), "Bronze"),  # before the review: counts
+        (local(2025, 1, 1, 0, 0, 0), "Gold"),  # at the review moment: ignored
     ],
 )
 def test_late_review_cut_at_review_second(tiers, store, refunded_at, expected):
@@ -171,13 +171,14 @@ def test_late_review_cut_at_review_second(tiers, store, refunded_at, expected):
 @pytest.mark.parametrize(
     ("bought_at", "expected"),
     [
-        (local(2024, 2, 1, 23, 59, 59), "Silver"),  # five orders: drops
-        (local(2024, 2, 2, 0, 0, 0), "Gold"),
+        (local(2024, 1, 31, 23, 59, 59), "Silver"),  # five orders: drops
+        (local(2024, 2, 1, 0, 0, 0), "Gold"),
     ],
 )
 def test_late_review_window_start_midnight(tiers, store, bought_at, expected):
-    # The review at midnight starting 31 January 2025 looks back 365 days,
-    # to 2 February 2024 00:00. Five orders inside and the sixth at the edge.
+    # The review at midnight starting 31 January 2025 judges the 365 days
+    # that end just before it, from 1 February 2024 00:00. Five orders are
+    # inside and the sixth is at the edge.
     publish_reviewed_gold(tiers, Validity.MONTHS, 12)
     member = gold_member(store, local(2024, 1, 31, 0, 0, 0))
     for day in range(1, 6):

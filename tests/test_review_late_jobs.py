@@ -64,11 +64,12 @@ def stored(member):
 def test_late_review_ignores_later_purchases(tiers, store):
     publish_yearly_gold(tiers)
     member = gold_member(store)
-    buy_six(member, store, 2025, 2, 1)  # after the review date
+    # After the review date: enough for Silver's entry rules, not for Gold.
+    record(member, store, "purchase", local(2025, 2, 1), "1000")
 
     evaluate(as_of=LATE)
 
-    assert stored(member) == ("Bronze", None, None)
+    assert stored(member) == ("Silver", None, None)
     drop = TierChange.objects.filter(member=member).first()
     assert drop.reason == TierChange.Reason.DEMOTION
     assert drop.as_of == LATE
@@ -103,27 +104,40 @@ def test_late_review_ignores_later_refund(tiers, store):
     assert renewal.explanation["review"]["kept"] is True
 
 
-def test_review_counts_activity_at_review_moment(tiers, store):
+def test_review_ignores_activity_at_review_moment(tiers, store):
+    # The review judges the period that ends just before the review moment,
+    # so a refund at that moment belongs to the next period.
     publish_yearly_gold(tiers)
     member = gold_member(store)
     buy_six(member, store, 2024, 12, 1)
-    record(member, store, "refund", REVIEW + dt.timedelta(seconds=1), "-4000")
-    record(member, store, "purchase", REVIEW, "0")
+    record(member, store, "refund", REVIEW, "-4000")
 
     evaluate(as_of=LATE)
 
     assert stored(member)[0] == "Gold"
 
 
+def test_review_counts_activity_just_before_review(tiers, store):
+    publish_yearly_gold(tiers)
+    member = gold_member(store)
+    buy_six(member, store, 2024, 12, 1)
+    record(member, store, "refund", REVIEW - dt.timedelta(seconds=1), "-4000")
+
+    evaluate(as_of=LATE)
+
+    assert stored(member)[0] == "Silver"
+
+
 def test_missed_reviews_judged_in_turn(tiers, store):
     publish_yearly_gold(tiers)
     member = gold_member(store)
     buy_six(member, store, 2024, 12, 1)  # keeps Gold at the 2025 review only
-    buy_six(member, store, 2026, 2, 1)  # after the 2026 review date
+    # After the 2026 review date: enough for Silver's entry rules only.
+    record(member, store, "purchase", local(2026, 2, 1), "1000")
 
     evaluate(as_of=local(2026, 3, 1))
 
-    assert stored(member) == ("Bronze", None, None)
+    assert stored(member) == ("Silver", None, None)
     drop = TierChange.objects.filter(member=member).first()
     assert moment(drop.explanation["review"]["as_of"]) == local(2026, 1, 31, 12)
 
@@ -165,16 +179,16 @@ def test_grace_catch_up_uses_current_metrics(tiers, store):
 def test_explain_due_review_uses_review_metrics(tiers, store):
     publish_yearly_gold(tiers)
     member = gold_member(store)
-    buy_six(member, store, 2025, 2, 1)
+    record(member, store, "purchase", local(2025, 2, 1), "1000")
 
     evaluation = explain_member(member, as_of=LATE)
 
-    assert evaluation.tier.name == "Bronze"
+    assert evaluation.tier.name == "Silver"
     review = evaluation.explanation["review"]
     assert review["retention"]["reached"] is False
     spend = review["retention"]["requirements"][0]
     assert spend["value"] == "0"
-    assert moment(spend["end"]) == REVIEW
+    assert moment(spend["end"]) == REVIEW - dt.timedelta(microseconds=1)
 
 
 def late_job_queries(store, per_moment: int) -> int:

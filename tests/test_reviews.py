@@ -128,10 +128,11 @@ def test_review_one_second_early_changes_nothing(tiers, store):
     ("mode", "expected", "review_at"),
     [
         # Silver has no reviews, so a one-step drop holds it until Gold's
-        # next review date; the other drops leave Silver and Bronze unheld.
+        # next review date, and the other drops leave Silver unheld. A drop
+        # to the base stops at Silver, whose entry rules the member meets.
         (Downgrade.ONE_STEP, "Silver", local(2026, 1, 31, 12)),
         (Downgrade.TO_QUALIFIED, "Silver", None),
-        (Downgrade.TO_BASE, "Bronze", None),
+        (Downgrade.TO_BASE, "Silver", None),
     ],
 )
 def test_failed_review_drop_modes(tiers, store, mode, expected, review_at):
@@ -323,7 +324,8 @@ def test_drop_between_reviews_skips_grace(tiers, store):
     [
         (Downgrade.ONE_STEP, "Silver"),
         (Downgrade.TO_QUALIFIED, "Silver"),
-        (Downgrade.TO_BASE, "Bronze"),
+        # The member meets Silver's entry rules, so a drop to the base stops there.
+        (Downgrade.TO_BASE, "Silver"),
     ],
 )
 def test_drop_modes_after_grace(tiers, store, mode, expected):

@@ -6,8 +6,8 @@ of queries, never a query per member. They are the members, their active
 overrides, one aggregate over the ledger, a locking SELECT of the members to
 write, one UPDATE per target tier and one INSERT of history rows. Two more
 kinds of query run only when a chunk needs them. A review is judged on the
-metrics as of its date, which costs one aggregate per local day on which
-due reviews fall. A one-step drop may hold a member's tier, which costs one
+metrics of the period that ends at its date, which costs one aggregate per
+local day on which such periods end. A one-step drop may hold a member's tier, which costs one
 read of those members' demotion history.
 """
 
@@ -31,7 +31,14 @@ from tiers.followups import after_tier_changes
 from tiers.ladder import Ladder, TierRuleSet
 from tiers.metrics import compute_metrics, program_zone
 from tiers.models import Downgrade, RuleVersion, TierChange, TierOverride
-from tiers.reviews import Outcome, decide_with_reviews, next_review, review_after
+from tiers.reviews import (
+    Outcome,
+    decide_with_reviews,
+    next_review,
+    period_end,
+    review_after,
+    settle_drop,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -353,15 +360,16 @@ def _reviews_to_judge(
     metrics as of that date.
 
     Left out are members in a grace period (catching up there counts until
-    the grace ends), members the rules promote now, and reviews that fall
-    exactly at ``as_of``, whose metrics are this run's.
+    the grace ends) and members the rules promote now. A review that falls
+    exactly at ``as_of`` is judged too, because it judges the period ending
+    just before ``as_of``.
     """
     reviews = {}
     for member_id, tier_id, _, review_at, grace_until in members:
         current = ladder.by_id(tier_id)
         if current is None or review_at is None or grace_until is not None:
             continue
-        if review_at >= as_of or decisions[member_id][0].rank > current.rank:
+        if review_at > as_of or decisions[member_id][0].rank > current.rank:
             continue
         if current.reviewed or member_id in held:
             reviews[member_id] = review_at
@@ -371,9 +379,11 @@ def _reviews_to_judge(
 def _metrics_at_reviews(
     ladder: Ladder, reviews: dict[int, dt.datetime]
 ) -> dict[int, dict[str, Decimal]]:
-    """Compute each member's metrics as of its review date.
+    """Compute each member's metrics over the period that ends at its review.
 
-    Windows start at local midnight, so reviews on one local day share every
+    The metrics are those as of period_end(review date), so a calendar-year
+    review at 1 January 00:00 judges the year just ended. Windows start at
+    local midnight, so periods that end on one local day share every
     window start and differ only in where the ledger is cut off. Each such
     day costs one aggregate (plus one per growth value window when a weight
     has a daily cap) over a ledger cut at each member's own review moment.
@@ -382,15 +392,16 @@ def _metrics_at_reviews(
         lambda: defaultdict(list)
     )
     for member_id, review_at in reviews.items():
-        day = review_at.astimezone(program_zone()).date()
+        day = period_end(review_at).astimezone(program_zone()).date()
         by_day[day][review_at].append(member_id)
     results: dict[int, dict[str, Decimal]] = {}
     for moments in by_day.values():
         cut_off = Q()
         for moment, ids in moments.items():
-            cut_off |= Q(member_id__in=ids, occurred_at__lte=moment)
+            # Activity at the review moment belongs to the next period.
+            cut_off |= Q(member_id__in=ids, occurred_at__lt=moment)
         ledger = Activity.objects.filter(cut_off)
-        latest = max(moments)
+        latest = period_end(max(moments))
         results.update(compute_metrics(ledger, ladder.specs, ladder.kinds, latest))
     return results
 
@@ -449,12 +460,44 @@ def _review_explanation(
     """Return the retention check of a review judged on its date's metrics."""
     current = ladder.by_id(previous_tier_id)
     assert current is not None
-    check = current.check(judgement.metrics, judgement.review_at, retention=True)
+    check = current.check(
+        judgement.metrics, period_end(judgement.review_at), retention=True
+    )
     return {
         "as_of": judgement.review_at.isoformat(),
         "kept": judgement.tier.rank >= current.rank,
         "retention": check,
     }
+
+
+def _settle_drop(
+    ladder: Ladder,
+    row: MemberRow,
+    outcome: Outcome,
+    metrics: dict[str, Decimal],
+    has_new_activity: bool,
+    as_of: dt.datetime,
+) -> Outcome:
+    """Raise a drop to where a re-evaluation at ``as_of`` would place the member.
+
+    The rules are applied to this run's metrics as if the member had been
+    placed in the tier dropped to at ``as_of``, as the next run would find it.
+    """
+    member_id, previous_tier_id, _, _, _ = row
+    current = ladder.by_id(previous_tier_id)
+    if current is None:
+        return outcome
+    dropped_row: MemberRow = (
+        member_id,
+        outcome.tier.id,
+        as_of,
+        outcome.review_at,
+        None,
+    )
+    reentered, _ = _rules_decision(
+        ladder, dropped_row, metrics, has_new_activity, as_of
+    )
+    return settle_drop(outcome, current, reentered, as_of)
 
 
 def _evaluate_chunk(
@@ -512,6 +555,15 @@ def _evaluate_chunk(
             decided_at_review=judgement.tier if judgement else None,
             held_after_drop=member_id in held,
         )
+        if outcome.reason == TierChange.Reason.DEMOTION:
+            outcome = _settle_drop(
+                ladder,
+                row,
+                outcome,
+                metrics,
+                member_id in with_new_activity,
+                as_of,
+            )
         override = overrides.get(member_id)
         overridden = None
         if override is not None:

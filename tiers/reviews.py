@@ -2,9 +2,9 @@
 
 A member moves up as soon as the entry rules of a higher tier hold. Moving
 down waits for the review date of a reviewed tier: at review, a member who
-met the retention rules on the review date keeps the tier for another
-period, and one who did not drops as the tier's rule sets, after an optional
-grace period. Tiers with "continuous" validity, or with "drop between
+met the retention rules over the period that ends at the review moment keeps
+the tier for another period, and one who did not drops as the tier's rule
+sets, after an optional grace period. Tiers with "continuous" validity, or with "drop between
 reviews" set, drop at once, except after a one-step drop: the tier dropped
 to is then held until its next review, so a member moves one tier per review.
 """
@@ -52,6 +52,17 @@ def next_review(tier: TierRuleSet, start: dt.datetime) -> dt.datetime | None:
         local_year = start.astimezone(program_zone()).year
         return dt.datetime(local_year + 1, 1, 1, tzinfo=program_zone())
     return None
+
+
+def period_end(review_at: dt.datetime) -> dt.datetime:
+    """Return the last moment of the period that a review at ``review_at`` judges.
+
+    A review's metrics are computed as of one microsecond before the review,
+    so a "calendar year to date" window judged at 1 January 00:00 covers the
+    year just ended instead of an empty one. Activity at the review moment
+    itself counts towards the next period.
+    """
+    return review_at - dt.timedelta(microseconds=1)
 
 
 def _period_anchor(
@@ -179,12 +190,14 @@ def decide_with_reviews(
     """Turn the tier the rules give into what the member gets now.
 
     ``decided`` is the rules' tier on this run's metrics, and
-    ``decided_at_review`` the rules' tier on the metrics as of ``review_at``,
+    ``decided_at_review`` the rules' tier on the metrics of the period that
+    ends at ``review_at`` (see period_end),
     which the caller computes for a member whose review is due and who is
     not in a grace period. Both include the retention check: they are below
     ``current`` only when the current tier's retention rules fail. A due
     review is judged on ``decided_at_review`` when it is given, so activity
-    after the review date does not change the outcome of a late review job.
+    after the review date does not decide whether a late review job keeps
+    the tier. It can only raise the tier dropped to (see settle_drop).
     When such a job finds several reviews due, the caller passes the first
     one the member failed, or else the last one, as ``review_at``.
     Promotions, and catching up during a grace period, use ``decided``.
@@ -236,9 +249,8 @@ def decide_with_reviews(
                     current, TierChange.Reason.GRACE, review_at, until, held_by="grace"
                 )
             return Outcome(current, None, review_at, grace_until, held_by="grace")
-    # NOTE: a late review that fails drops the member even when activity
-    # since the review date meets the entry rules again. The next evaluation
-    # then promotes the member from the tier dropped to.
+    # The caller raises the target to the tier the entry rules give on this
+    # run's metrics (see settle_drop), so a second run does not promote.
     target = _drop_target(ladder, current, judged)
     target_review = _target_review(
         ladder, current, target, review_at, tier_since, as_of
@@ -265,3 +277,32 @@ def _decide_without_hold(
     target = _drop_target(ladder, current, decided)
     target_review = _target_review(ladder, current, target, None, None, as_of)
     return Outcome(target, TierChange.Reason.DEMOTION, target_review, None)
+
+
+def settle_drop(
+    outcome: Outcome,
+    current: TierRuleSet,
+    reentered: TierRuleSet,
+    as_of: dt.datetime,
+) -> Outcome:
+    """Raise a demotion to the tier an immediate re-evaluation would promote to.
+
+    ``reentered`` is the tier the rules and the publish policy give on this
+    run's metrics to a member placed in ``outcome.tier`` at ``as_of``. A
+    member who meets the entry rules of a tier above the drop target lands
+    there, with that tier's own review date, so running the same evaluation
+    again writes nothing. A member who meets the entry rules of ``current``
+    again keeps it and starts a new period at ``as_of``, recorded as a
+    renewal.
+    """
+    if outcome.reason != TierChange.Reason.DEMOTION:
+        return outcome
+    if reentered.rank <= outcome.tier.rank:
+        return outcome
+    if reentered.rank >= current.rank:
+        return Outcome(
+            current, TierChange.Reason.RENEWAL, next_review(current, as_of), None
+        )
+    return Outcome(
+        reentered, TierChange.Reason.DEMOTION, next_review(reentered, as_of), None
+    )
