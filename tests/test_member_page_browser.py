@@ -74,7 +74,7 @@ def test_member_page_on_phone(live_server, silver_member, chromium):
 
     assert response.status == 200
     assert page.locator("html").get_attribute("lang") == "zh-hans"
-    assert page.get_by_text("当前等级").is_visible()
+    assert page.get_by_text("当前等级", exact=True).is_visible()
     # A filled badge shows that the stylesheet loaded.
     badge_colour = page.locator(".current-tier").evaluate(
         "element => getComputedStyle(element).backgroundColor"
@@ -120,7 +120,7 @@ def test_member_page_on_phone(live_server, silver_member, chromium):
     page.wait_for_load_state()
 
     assert page.locator("html").get_attribute("lang") == "zh-hans"
-    assert page.get_by_text("当前等级").is_visible()
+    assert page.get_by_text("当前等级", exact=True).is_visible()
     context.close()
 
 
