@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from benefits.pools import PoolChoiceError, choose_from_pool
-from members.links import ExpiredMemberLink, InvalidMemberLink, member_from_token
+from members.links import MemberLinkError, member_from_token
+from members.views import keep_private, link_error_response
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +22,6 @@ logger = logging.getLogger(__name__)
 class PoolChoiceForm(forms.Form):
     pool = forms.IntegerField(min_value=1)
     benefit = forms.IntegerField(min_value=1)
-
-
-def _private(response: HttpResponse) -> HttpResponse:
-    response["X-Robots-Tag"] = "noindex, nofollow"
-    return response
 
 
 @require_POST
@@ -42,18 +36,9 @@ def choose_benefit(request: HttpRequest, token: str) -> HttpResponse:
     """
     try:
         member = member_from_token(token)
-    except ExpiredMemberLink as error:
-        logger.info("pool choice rejected: link expired: %s", error)
-        response = render(
-            request,
-            "members/link_expired.html",
-            {"max_age_days": settings.CRM_MEMBER_LINK_MAX_AGE_DAYS},
-            status=410,
-        )
-        return _private(response)
-    except InvalidMemberLink as error:
-        logger.info("pool choice rejected: link invalid: %s", error)
-        return _private(render(request, "members/link_invalid.html", status=404))
+    except MemberLinkError as error:
+        logger.info("pool choice rejected: %s", error)
+        return link_error_response(request, error)
 
     form = PoolChoiceForm(request.POST)
     if not form.is_valid():
@@ -72,4 +57,4 @@ def choose_benefit(request: HttpRequest, token: str) -> HttpResponse:
                 % {"benefit": grant.benefit.name},
             )
     page = reverse("members:page", args=[token]) + "#benefits-heading"
-    return _private(HttpResponseRedirect(page))
+    return keep_private(HttpResponseRedirect(page))

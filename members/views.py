@@ -13,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from benefits.pages import grant_rows, member_grants, pool_rows, tier_benefits
-from members.links import ExpiredMemberLink, InvalidMemberLink, member_from_token
+from members.links import ExpiredMemberLink, MemberLinkError, member_from_token
 from members.models import Member
 from members.notifications import recent_in_app_messages
 from tiers.formatting import format_date, format_money
@@ -80,11 +80,26 @@ def _review_warning(member: Member) -> str:
     return warning_text(warning, get_language() or settings.LANGUAGE_CODE)
 
 
-def _keep_private(response: HttpResponse) -> HttpResponse:
+def keep_private(response: HttpResponse) -> HttpResponse:
+    """Mark a response to a member link as not for search engines."""
     # never_cache already forbids storing the page. This keeps search engines
     # from indexing a link that a member pasted somewhere public.
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
+
+
+def link_error_response(request: HttpRequest, error: MemberLinkError) -> HttpResponse:
+    """Return the page for a member link that failed: 410 if expired, else 404."""
+    if isinstance(error, ExpiredMemberLink):
+        response = render(
+            request,
+            "members/link_expired.html",
+            {"max_age_days": settings.CRM_MEMBER_LINK_MAX_AGE_DAYS},
+            status=410,
+        )
+    else:
+        response = render(request, "members/link_invalid.html", status=404)
+    return keep_private(response)
 
 
 @require_safe
@@ -97,19 +112,9 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
     """
     try:
         member = member_from_token(token)
-    except ExpiredMemberLink as error:
-        logger.info("member page link rejected as expired: %s", error)
-        response = render(
-            request,
-            "members/link_expired.html",
-            {"max_age_days": settings.CRM_MEMBER_LINK_MAX_AGE_DAYS},
-            status=410,
-        )
-        return _keep_private(response)
-    except InvalidMemberLink as error:
-        logger.info("member page link rejected as invalid: %s", error)
-        response = render(request, "members/link_invalid.html", status=404)
-        return _keep_private(response)
+    except MemberLinkError as error:
+        logger.info("member page link rejected: %s", error)
+        return link_error_response(request, error)
 
     context: dict[str, object] = {
         "member": member,
@@ -122,4 +127,4 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
         ),
     }
     response = render(request, "members/member_page.html", context)
-    return _keep_private(response)
+    return keep_private(response)
