@@ -484,8 +484,8 @@ class _Chunk:
         )
         return True
 
-    # TODO: carry an ongoing benefit over when the new tier offers it too;
-    # today a step up ends it and issues it again with a new code and message.
+    # TODO: carry an ongoing benefit over when the new tier offers it too.
+    # A step up now ends it and issues it again with a new code and message.
     def end_ongoing(
         self, member_id: int, tier_id: int, keep_period_id: int | None = None
     ) -> None:

@@ -566,7 +566,7 @@ class ActivityAdmin(FileImportExportAdmin):
     ) -> None:
         """Re-evaluate the members of deleted activities and report changes.
 
-        Without a rule version in effect (LadderError) the deletion stands
+        Without a rule version in effect (LadderError) the deletion is kept
         and the user is warned.
         """
         if not member_ids:

@@ -123,10 +123,10 @@ def queue_tier_change_messages() -> int:
     since = now - dt.timedelta(days=settings.CRM_NOTIFICATION_MAX_AGE_DAYS)
     created = 0
     # The events are read through open cursors while messages are written.
-    # On SQLite in WAL mode a connection whose read began before another
-    # writer committed cannot take the write lock and fails at once with
-    # "database is locked"; one transaction, which takes the write lock
-    # when it begins, keeps the reads and the writes on one snapshot.
+    # On SQLite in WAL mode, a read that began before another writer
+    # committed cannot take the write lock and fails with "database is
+    # locked". One transaction takes the write lock when it begins, so the
+    # reads and the writes share one snapshot.
     with transaction.atomic():
         for events in _chunks(_tier_change_events(since)):
             created += _insert(events)

@@ -1,4 +1,4 @@
-"""The member page says when staff keep the member's tier by an override."""
+"""The member page shows when staff keep the member's tier by an override."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Which one-off overrides wait for a second approver.
 
 Gold is the lowest tier marked ``override_needs_approval`` unless a test
-says otherwise. Alice requests overrides and Bob approves them.
+sets another tier. Alice requests overrides and Bob approves them.
 """
 
 from __future__ import annotations

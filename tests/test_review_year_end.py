@@ -129,7 +129,7 @@ def gold_at_end_of_january(store):
 @pytest.mark.parametrize(
     ("mode", "review_at"),
     [
-        # A one-step drop holds Silver until Gold's next review date.
+        # A one-step drop keeps Silver until Gold's next review date.
         (Downgrade.ONE_STEP, local(2026, 1, 31, 12)),
         (Downgrade.TO_QUALIFIED, None),
         (Downgrade.TO_BASE, None),

@@ -127,7 +127,7 @@ def test_review_one_second_early_changes_nothing(tiers, store):
 @pytest.mark.parametrize(
     ("mode", "expected", "review_at"),
     [
-        # Silver has no reviews, so a one-step drop holds it until Gold's
+        # Silver has no reviews, so a one-step drop keeps it until Gold's
         # next review date, and the other drops leave Silver unheld. A drop
         # to the base stops at Silver, whose entry rules the member meets.
         (Downgrade.ONE_STEP, "Silver", local(2026, 1, 31, 12)),

@@ -215,7 +215,7 @@ def _apply_override(
     A fixed override sets its tier. An override that keeps the member's
     current tier against the rules keeps it as if its retention rules were
     met: a review that falls due renews the hold, and a grace period ends.
-    The exception is a fixed override that holds the member above what the
+    The exception is a fixed override that keeps the member above what the
     rules give. A reviewed tier is then reviewed at the override's end, or
     at the later review date the member already had, so the rules take over
     as at a review.
@@ -250,7 +250,7 @@ def _apply_override(
     if outcome.tier.id == tier.id:
         return None
     if outcome.tier.rank > tier.rank:
-        # The override holds the member below the rules, which take over at
+        # The override keeps the member below the rules, which take over at
         # its end with a promotion, so its end date plays no part here.
         if kept is not None:
             return Outcome(tier, kept.reason, kept.review_at, None)
@@ -314,7 +314,7 @@ def _hold_candidates(
 def _held_after_one_step_drop(
     ladder: Ladder, candidates: dict[int, tuple[int, dt.datetime]]
 ) -> set[int]:
-    """Return the candidates who hold their tier after a one-step drop.
+    """Return the candidates who keep their tier after a one-step drop.
 
     ``candidates`` maps member ids to their tier id and review date. A
     member holds its tier when its latest demotion came from a tier that

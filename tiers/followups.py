@@ -1,10 +1,10 @@
 """What happens after tier changes are committed: benefits and messages.
 
 Evaluation and overrides write TierChange rows. Once their transaction
-commits, the tasks below are queued on django-q2. Each task works from the
-committed rows rather than from the ids it was given, and skips what it has
-already done, so a lost or repeated queue entry changes nothing: a periodic
-schedule of the same tasks picks up whatever a crash left behind.
+commits, the tasks below are queued on django-q2. Each task reads the
+committed rows, not ids passed to it, and skips what it has already done, so
+a repeated queue entry changes nothing. A periodic schedule of the same
+tasks picks up whatever a lost entry or a crash left behind.
 """
 
 from __future__ import annotations
