@@ -37,6 +37,7 @@ CHANNELS = [
 
 
 def generate(members: int, seed: int = 7) -> dict[str, float]:
+    from django.conf import settings
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -68,13 +69,15 @@ def generate(members: int, seed: int = 7) -> dict[str, float]:
     base_id = 1
     activity_count = 0
     now = timezone.now().isoformat()
+    # Raw inserts skip the model's default, so the language is written here.
+    language = settings.LANGUAGE_CODE
     for offset in range(members):
         member_id = base_id + offset
         phone = f"13{rng.randrange(0, 10**9):09d}"
         joined = today - dt.timedelta(days=rng.randrange(30, 1500))
         member_buffer.write(
             f"{member_id}\t{uuid.UUID(int=rng.getrandbits(128))}\tBench member {member_id}"
-            f"\t{phone}\t+86{phone}\t\t{joined}\t{now}\t{now}\n"
+            f"\t{phone}\t+86{phone}\t\t{joined}\t{language}\t{now}\t{now}\n"
         )
         identity_buffer.write(
             f"{member_id}\t{channels[member_id % len(channels)]}\tB{member_id:08d}\t{now}\n"
@@ -104,7 +107,10 @@ def generate(members: int, seed: int = 7) -> dict[str, float]:
             )
             activity_count += 1
 
-    member_columns = "id, public_id, name, phone, phone_e164, email, joined_on, created_at, updated_at"
+    member_columns = (
+        "id, public_id, name, phone, phone_e164, email, joined_on, language, "
+        "created_at, updated_at"
+    )
     identity_columns = "member_id, channel_id, external_id, created_at"
     activity_columns = (
         "member_id, channel_id, kind_id, occurred_at, amount, quantity, reference, "
