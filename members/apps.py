@@ -8,7 +8,12 @@ class MembersConfig(AppConfig):
 
     def ready(self) -> None:
         import members.admin_api  # noqa: F401 - registers the token admin
-        from members import admin_outbox  # noqa: F401 - registers the outbox admin
+        from members import (  # noqa: F401 - each registers its admin pages
+            admin_identity,
+            admin_imports,
+            admin_openings,
+            admin_outbox,
+        )
         from members.delivery import check_notification_settings
 
         checks.register(check_notification_settings)

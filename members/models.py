@@ -36,6 +36,22 @@ class Channel(models.Model):
     )
     name = models.CharField(_("name"), max_length=120)
     kind = models.CharField(_("kind"), max_length=16, choices=Kind, default=Kind.OTHER)
+    match_phone = models.BooleanField(
+        _("match by phone"),
+        default=False,
+        help_text=_(
+            "When an id from this channel is new, link it to the one member with "
+            "the same normalised phone instead of creating a member."
+        ),
+    )
+    match_email = models.BooleanField(
+        _("match by e-mail"),
+        default=False,
+        help_text=_(
+            "When an id from this channel is new, link it to the one member with "
+            "the same e-mail address instead of creating a member."
+        ),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -98,6 +114,18 @@ class Member(models.Model):
         blank=True,
         help_text=_("Set after a failed review: the drop waits until then."),
     )
+    merged_into = models.ForeignKey(
+        "self",
+        verbose_name=_("merged into"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="merged_members",
+        help_text=_(
+            "Set when staff merged this member into another; its activity moved "
+            "there and it is no longer evaluated."
+        ),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -123,6 +151,14 @@ class ChannelIdentity(models.Model):
     channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="+")
     # Text, never a number: "00001" and "1" are different members.
     external_id = models.CharField(_("id in channel"), max_length=64)
+    import_batch = models.ForeignKey(
+        "ImportBatch",
+        verbose_name=_("import batch"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="identities",
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -151,6 +187,7 @@ class ActivityKind(models.Model):
         VISIT = "visit", _("Visit")
         REVIEW = "review", _("Review")
         REFERRAL = "referral", _("Referral")
+        OPENING = "opening", _("Opening balance")
         OTHER = "other", _("Other")
 
     code = models.SlugField(_("code"), max_length=40, unique=True)
@@ -173,6 +210,7 @@ class Activity(models.Model):
         IMPORT = "import", _("Import")
         API = "api", _("API")
         ADMIN = "admin", _("Admin")
+        MIGRATION = "migration", _("Migration from an earlier program")
 
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, related_name="activities"
@@ -190,9 +228,30 @@ class Activity(models.Model):
         max_length=100,
         help_text=_("The channel's own id for this event, unique within the channel."),
     )
+    growth_points = models.DecimalField(
+        _("growth value carried over"),
+        max_digits=14,
+        decimal_places=2,
+        default=0,
+        # Also a database default: the event API inserts rows with SQL.
+        db_default=0,
+        help_text=_(
+            "Growth value brought from an earlier program; only opening "
+            "balances have it."
+        ),
+    )
     source = models.CharField(
         _("source"), max_length=16, choices=Source, default=Source.ADMIN
     )
+    import_batch = models.ForeignKey(
+        "ImportBatch",
+        verbose_name=_("import batch"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="activities",
+    )
+    import_line = models.PositiveIntegerField(_("line in file"), null=True, blank=True)
     recorded_at = models.DateTimeField(_("recorded at"), auto_now_add=True)
 
     class Meta:
@@ -389,3 +448,268 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel_id}:{self.key}"
+
+
+class ImportKind(models.TextChoices):
+    MEMBERS = "members", _("Members")
+    ACTIVITIES = "activities", _("Activities")
+    OPENING_BALANCES = "opening_balances", _("Opening balances")
+
+
+class ColumnMapping(models.Model):
+    """The headers of one channel's export files, kept for its next import.
+
+    ``columns`` maps each import column (external_id, amount…) to the header
+    the channel's files use for it.
+    """
+
+    channel = models.ForeignKey(
+        Channel,
+        verbose_name=_("channel"),
+        on_delete=models.CASCADE,
+        related_name="column_mappings",
+    )
+    kind = models.CharField(_("file kind"), max_length=20, choices=ImportKind)
+    columns = models.JSONField(_("columns"), default=dict, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("updated by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["channel__code", "kind"]
+        verbose_name = _("column mapping")
+        verbose_name_plural = _("column mappings")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "kind"], name="columnmapping_unique_channel_kind"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_id}:{self.kind}"
+
+
+class ImportBatch(models.Model):
+    """One imported file: who imported it, what it did, and whether it was undone.
+
+    Every activity, identity and member an import creates or changes points
+    back to its batch, so the whole batch can be rolled back in one step.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        CHECKING = "checking", _("Checking")
+        CHECKED = "checked", _("Checked, waiting for confirmation")
+        RUNNING = "running", _("Importing")
+        APPLIED = "applied", _("Imported")
+        REFUSED = "refused", _("Refused")
+        FAILED = "failed", _("Failed")
+        ROLLED_BACK = "rolled_back", _("Rolled back")
+
+    kind = models.CharField(_("file kind"), max_length=20, choices=ImportKind)
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        choices=Status,
+        default=Status.QUEUED,
+        db_index=True,
+    )
+    file_name = models.CharField(_("file name"), max_length=255, blank=True)
+    file_sha256 = models.CharField(
+        _("file SHA-256"), max_length=64, blank=True, db_index=True
+    )
+    file_size = models.PositiveBigIntegerField(_("file size"), default=0)
+    upload = models.FileField(
+        _("stored file"),
+        upload_to="imports/%Y/%m/",
+        blank=True,
+        help_text=_("Kept while a background import needs it."),
+    )
+    channel = models.ForeignKey(
+        Channel,
+        verbose_name=_("channel"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_("The channel whose saved column mapping the import used."),
+    )
+    options = models.JSONField(
+        _("options"),
+        default=dict,
+        blank=True,
+        help_text=_("Choices staff made: encoding, date order, decimal mark."),
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("imported by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    total_rows = models.PositiveIntegerField(_("rows"), default=0)
+    processed_rows = models.PositiveIntegerField(_("rows processed"), default=0)
+    created_count = models.PositiveIntegerField(_("created"), default=0)
+    updated_count = models.PositiveIntegerField(_("updated"), default=0)
+    unchanged_count = models.PositiveIntegerField(_("unchanged"), default=0)
+    already_imported_count = models.PositiveIntegerField(
+        _("already imported"), default=0
+    )
+    duplicate_count = models.PositiveIntegerField(_("duplicates"), default=0)
+    rejected_count = models.PositiveIntegerField(_("rejected"), default=0)
+    message = models.TextField(
+        _("message"), blank=True, help_text=_("Why the file was refused or failed.")
+    )
+    rolled_back_at = models.DateTimeField(_("rolled back at"), null=True, blank=True)
+    rolled_back_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("rolled back by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    rollback_summary = models.JSONField(
+        _("rollback summary"), default=dict, blank=True
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("import batch")
+        verbose_name_plural = _("import batches")
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.file_name}"
+
+
+class ImportIssue(models.Model):
+    """A line of an import that was rejected or skipped, with the reason."""
+
+    batch = models.ForeignKey(
+        ImportBatch,
+        verbose_name=_("import batch"),
+        on_delete=models.CASCADE,
+        related_name="issues",
+    )
+    line = models.PositiveIntegerField(_("line"))
+    column = models.CharField(_("column"), max_length=64, blank=True)
+    value = models.TextField(_("value"), blank=True)
+    reason = models.TextField(_("reason"))
+    status = models.CharField(_("status"), max_length=20)
+
+    class Meta:
+        ordering = ["batch", "line", "pk"]
+        verbose_name = _("import issue")
+        verbose_name_plural = _("import issues")
+        indexes = [models.Index(fields=["batch", "line"], name="importissue_line")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}:{self.line}"
+
+
+class ImportedMember(models.Model):
+    """A member an import created or changed, with the values it replaced."""
+
+    batch = models.ForeignKey(
+        ImportBatch,
+        verbose_name=_("import batch"),
+        on_delete=models.CASCADE,
+        related_name="imported_members",
+    )
+    member = models.ForeignKey(
+        Member, verbose_name=_("member"), on_delete=models.CASCADE, related_name="+"
+    )
+    line = models.PositiveIntegerField(_("line"))
+    created = models.BooleanField(_("created by the import"), default=False)
+    previous = models.JSONField(
+        _("previous values"),
+        encoder=DjangoJSONEncoder,
+        default=dict,
+        blank=True,
+        help_text=_("The fields the import changed, as they were before it."),
+    )
+
+    class Meta:
+        verbose_name = _("imported member")
+        verbose_name_plural = _("imported members")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "member"], name="importedmember_unique_batch_member"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}:{self.member_id}"
+
+
+class MemberMerge(models.Model):
+    """Staff merged ``source`` into ``target``; ``moved`` lists what moved.
+
+    ``moved`` maps each model label to the ids of the rows that moved from
+    the source to the target, and keeps the source's tier fields, so the
+    merge can be reverted exactly.
+    """
+
+    class Status(models.TextChoices):
+        MERGED = "merged", _("Merged")
+        REVERTED = "reverted", _("Reverted")
+
+    source = models.ForeignKey(
+        Member,
+        verbose_name=_("merged member"),
+        on_delete=models.PROTECT,
+        related_name="merges_away",
+    )
+    target = models.ForeignKey(
+        Member,
+        verbose_name=_("kept member"),
+        on_delete=models.PROTECT,
+        related_name="merges_in",
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status, default=Status.MERGED
+    )
+    reason = models.TextField(_("reason"))
+    moved = models.JSONField(
+        _("moved rows"), encoder=DjangoJSONEncoder, default=dict, blank=True
+    )
+    merged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("merged by"),
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    merged_at = models.DateTimeField(_("merged at"), default=timezone.now)
+    reverted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("reverted by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    reverted_at = models.DateTimeField(_("reverted at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-merged_at", "-pk"]
+        verbose_name = _("member merge")
+        verbose_name_plural = _("member merges")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(source=models.F("target")),
+                name="membermerge_source_not_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id} -> {self.target_id}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.core.cache import caches
 
 from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
 from tiers.models import RuleVersion, Tier
@@ -28,6 +29,19 @@ _references = itertools.count(1)
 def local(*args: int) -> dt.datetime:
     """Return an aware datetime in the program's zone (Asia/Shanghai)."""
     return dt.datetime(*args, tzinfo=SHANGHAI)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(settings) -> None:
+    """Give each test a cache of its own, not the shared cache directory."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "tests",
+        }
+    }
+    # Ids restart in every test's rolled-back transaction, so keys would too.
+    caches["default"].clear()
 
 
 @pytest.fixture

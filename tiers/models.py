@@ -631,6 +631,8 @@ class TierChange(models.Model):
         RENEWAL = "renewal", _("Kept at review")
         GRACE = "grace", _("Review failed, grace period started")
         OVERRIDE = "override", _("Manual override")
+        OPENING = "opening", _("Opening tier from an earlier program")
+        MERGE = "merge", _("Member merge")
 
     member = models.ForeignKey(
         "members.Member", on_delete=models.CASCADE, related_name="tier_changes"
