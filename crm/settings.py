@@ -291,6 +291,11 @@ SPECTACULAR_SETTINGS = {
 # larger body is rejected with 413 before it is read.
 CRM_API_MAX_BATCH = env_int("CRM_API_MAX_BATCH", 1000)
 CRM_API_MAX_REQUEST_BYTES = env_int("CRM_API_MAX_REQUEST_BYTES", 1024 * 1024)
+# Requests each channel token may make, as DRF writes rates ("1200/min");
+# empty turns the limit off. A batch of events is one request.
+CRM_API_TOKEN_RATE = env_str("CRM_API_TOKEN_RATE", "1200/min")
+# Days an Idempotency-Key's stored response is kept for retries.
+CRM_IDEMPOTENCY_KEY_DAYS = env_int("CRM_IDEMPOTENCY_KEY_DAYS", 30)
 
 # Production hardening, checked by `manage.py check --deploy`.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

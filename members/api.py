@@ -77,6 +77,7 @@ from members.serializers import (
     MemberTierSerializer,
     clean_events,
 )
+from members.throttling import ChannelTokenRateThrottle
 from tiers.ladder import LadderError
 from tiers.progress import MemberProgress, TierBadge, make_badge, member_progress
 
@@ -247,6 +248,11 @@ ERROR_RESPONSES = {
     ),
     413: OpenApiResponse(ErrorSerializer, description="The body is too large."),
     415: OpenApiResponse(ErrorSerializer, description="The body is not JSON."),
+    429: OpenApiResponse(
+        ErrorSerializer,
+        description="Too many requests with this token; retry after Retry-After "
+        "seconds.",
+    ),
 }
 
 
@@ -257,7 +263,7 @@ class ChannelAPIView(APIView):
     permission_classes = [HasChannelToken]
     parser_classes = [CheckedJSONParser]
     renderer_classes = [JSONRenderer]
-    throttle_classes: list[type] = []
+    throttle_classes = [ChannelTokenRateThrottle]
 
     def get_exception_handler(self) -> Any:
         return api_exception_handler
