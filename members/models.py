@@ -287,6 +287,7 @@ class OutboxMessage(models.Model):
         BENEFIT_ISSUED = "benefit_issued", _("Benefit issued")
         BENEFIT_EXPIRING = "benefit_expiring", _("Benefit expiring")
         REVIEW_WARNING = "review_warning", _("Review warning")
+        NUDGE = "nudge", _("Progress reminder")
 
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending")

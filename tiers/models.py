@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -903,3 +904,127 @@ class TierOverride(models.Model):
     def clean(self) -> None:
         if self.mode == self.Mode.FIXED and self.until is None:
             raise ValidationError({"until": _("Enter the date a fixed override ends.")})
+
+
+class TierSnapshot(models.Model):
+    """How many members held a tier at the end of a day, for charts over time."""
+
+    day = models.DateField(_("day"), db_index=True)
+    tier = models.ForeignKey(
+        Tier, verbose_name=_("tier"), on_delete=models.CASCADE, related_name="+"
+    )
+    members = models.PositiveIntegerField(_("members"))
+
+    class Meta:
+        ordering = ["day", "tier__rank"]
+        verbose_name = _("tier snapshot")
+        verbose_name_plural = _("tier snapshots")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "tier"], name="tiersnapshot_unique_day_tier"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.tier_id}: {self.members}"
+
+
+class MemberOutlook(models.Model):
+    """A member's distance to the next tier and to the coming review, as of
+    ``computed_at``, with the pace projection. Refreshed by a background job
+    so that the work queues are plain indexed lists."""
+
+    member = models.OneToOneField(
+        "members.Member",
+        verbose_name=_("member"),
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="outlook",
+    )
+    tier = models.ForeignKey(
+        Tier,
+        verbose_name=_("tier"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    next_tier = models.ForeignKey(
+        Tier,
+        verbose_name=_("next tier"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    progress = models.PositiveSmallIntegerField(
+        _("progress to next tier (%)"), default=0
+    )
+    projected_on = models.DateField(
+        _("next tier at this pace"),
+        null=True,
+        blank=True,
+        help_text=_("When the member reaches the next tier if the pace holds."),
+    )
+    review_at = models.DateTimeField(_("next review"), null=True, blank=True)
+    at_risk = models.BooleanField(
+        _("at risk"),
+        default=False,
+        help_text=_("Would drop if the review ran with the pace so far."),
+    )
+    retention_progress = models.PositiveSmallIntegerField(
+        _("progress to keep the tier (%)"), null=True, blank=True
+    )
+    explanation = models.JSONField(
+        _("explanation"),
+        encoder=DjangoJSONEncoder,
+        default=dict,
+        blank=True,
+        help_text=_("The values, thresholds and paces the figures come from."),
+    )
+    computed_at = models.DateTimeField(_("computed at"))
+
+    class Meta:
+        verbose_name = _("member outlook")
+        verbose_name_plural = _("member outlooks")
+        indexes = [
+            models.Index(
+                fields=["next_tier", "-progress"], name="outlook_near_promotion"
+            ),
+            models.Index(fields=["at_risk", "review_at"], name="outlook_at_risk"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id}: {self.progress}%"
+
+
+class ReviewExtension(models.Model):
+    """Staff moved a member's review later, giving more time to keep the tier."""
+
+    member = models.ForeignKey(
+        "members.Member",
+        verbose_name=_("member"),
+        on_delete=models.CASCADE,
+        related_name="review_extensions",
+    )
+    tier = models.ForeignKey(
+        Tier, verbose_name=_("tier"), on_delete=models.PROTECT, related_name="+"
+    )
+    previous_review_at = models.DateTimeField(_("review before"))
+    review_at = models.DateTimeField(_("review after"))
+    reason = models.TextField(_("reason"))
+    extended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("extended by"),
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    extended_at = models.DateTimeField(_("extended at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-extended_at", "-pk"]
+        verbose_name = _("review extension")
+        verbose_name_plural = _("review extensions")
+
+    def __str__(self) -> str:
+        return f"{self.member_id}: {self.review_at:%Y-%m-%d}"
