@@ -328,6 +328,9 @@ class _Chunk:
 
     def reaches(self, change: TierChange) -> bool:
         """Return whether ``change`` reaches its tier, so welcome benefits apply."""
+        if change.reason == TierChange.Reason.OPENING:
+            # Members placed from an earlier program got its welcome gifts there.
+            return False
         to_rank = self.ranks[change.to_tier_id]
         if change.from_tier_id is None:
             base = self.base_ranks.get(change.version_id, self.base_ranks[None])

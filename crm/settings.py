@@ -213,6 +213,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 *
 FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
 CRM_IMPORT_MAX_BYTES = env_int("CRM_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 CRM_IMPORT_MAX_ROWS = env_int("CRM_IMPORT_MAX_ROWS", 200_000)
+# Files read in chunks (CSV from the commands, and the admin's background
+# import) have their own, larger limits; the job's timeout must fit them.
+CRM_IMPORT_STREAMING_MAX_BYTES = env_int(
+    "CRM_IMPORT_STREAMING_MAX_BYTES", 1024 * 1024 * 1024
+)
+CRM_IMPORT_STREAMING_MAX_ROWS = env_int("CRM_IMPORT_STREAMING_MAX_ROWS", 2_000_000)
+CRM_IMPORT_TASK_TIMEOUT = env_int("CRM_IMPORT_TASK_TIMEOUT", 3 * 60 * 60)
 # An XLSX is refused before it is opened when its parts would inflate past
 # this many bytes, or by more than this ratio, because zip bombs do both.
 CRM_XLSX_MAX_UNCOMPRESSED_BYTES = env_int(
@@ -327,6 +334,11 @@ LOGGING = {
 
 # Review settings
 CRM_REVIEW_WARNING_DAYS = env_int("CRM_REVIEW_WARNING_DAYS", 30)
+# The admin dashboard: a member of a tier without activity in this many days
+# counts as churned, and the figures are computed again after this many
+# seconds.
+CRM_CHURN_DAYS = env_int("CRM_CHURN_DAYS", 90)
+CRM_DASHBOARD_CACHE_SECONDS = env_int("CRM_DASHBOARD_CACHE_SECONDS", 300)
 
 # Benefits: days before a grant expires that the member is sent a reminder.
 CRM_BENEFIT_EXPIRY_WARNING_DAYS = env_int("CRM_BENEFIT_EXPIRY_WARNING_DAYS", 7)

@@ -28,6 +28,7 @@ from django.utils.translation import ngettext
 from import_export.admin import ImportExportModelAdmin
 from import_export.forms import ConfirmImportForm, ImportForm
 
+from members.admin_identity import merged_into_notice
 from members.importing.amounts import DECIMAL_MARK_CHOICES
 from members.importing.cleaning import phone_e164
 from members.importing.csv_reader import ENCODING_CHOICES
@@ -68,6 +69,17 @@ class FileImportForm(ImportForm):
         required=False,
         help_text=_("Needed only when every date such as 03/04/2024 fits both orders."),
     )
+    channel = forms.ModelChoiceField(
+        label=_("Channel of this file"),
+        queryset=Channel.objects.order_by("code"),
+        required=False,
+        empty_label=_("Read from the file's channel column"),
+        help_text=_(
+            "The channel's saved column mapping is used to read the headers, and "
+            "rows take this channel when the file has no channel column. After "
+            "the import, the headers used are saved as the channel's mapping."
+        ),
+    )
 
     def clean_import_file(self) -> Any:
         upload = self.cleaned_data["import_file"]
@@ -83,6 +95,9 @@ class FileConfirmImportForm(ConfirmImportForm):
 
     encoding = forms.CharField(widget=forms.HiddenInput(), required=False)
     date_order = forms.CharField(widget=forms.HiddenInput(), required=False)
+    channel = forms.ModelChoiceField(
+        queryset=Channel.objects.all(), widget=forms.HiddenInput(), required=False
+    )
 
 
 class ActivityImportForm(FileImportForm):
@@ -113,7 +128,7 @@ class FileImportExportAdmin(ImportExportModelAdmin):
     import_formats = FORMATS
     export_formats = FORMATS
     # Fields of the import form carried to the confirm step and the resource.
-    import_choices: tuple[str, ...] = ("encoding", "date_order")
+    import_choices: tuple[str, ...] = ("encoding", "date_order", "channel")
 
     def has_import_permission(self, request: HttpRequest) -> bool:
         code = settings.IMPORT_EXPORT_IMPORT_PERMISSION_CODE
@@ -127,7 +142,9 @@ class FileImportExportAdmin(ImportExportModelAdmin):
         initial = super().get_confirm_form_initial(request, import_form)
         if import_form is not None:
             for name in self.import_choices:
-                initial[name] = import_form.cleaned_data.get(name, "")
+                value = import_form.cleaned_data.get(name)
+                # The confirm form carries a chosen channel as its id.
+                initial[name] = getattr(value, "pk", value) or ""
         return initial
 
     def get_import_data_kwargs(self, **kwargs: Any) -> dict:
@@ -335,12 +352,17 @@ class MemberAdmin(FileImportExportAdmin):
         "review_at",
         "grace_until",
         "current_evaluation",
+        "merged_into_line",
     )
+    # Adds a "Suspected duplicates" button; django-import-export extends this
+    # template with its import and export buttons.
+    change_list_template = "admin/members/duplicates_member_change_list.html"
     fieldsets = (
         (
             None,
             {
                 "fields": (
+                    "merged_into_line",
                     "name",
                     "phone",
                     "phone_e164",
@@ -364,6 +386,10 @@ class MemberAdmin(FileImportExportAdmin):
         ),
     )
     inlines = (ChannelIdentityInline, TierChangeInline)
+
+    @admin.display(description=_("merged into"))
+    def merged_into_line(self, member: Member) -> str:
+        return merged_into_notice(member)
 
     @admin.display(description=_("current evaluation"))
     def current_evaluation(self, member: Member) -> str:
@@ -448,6 +474,17 @@ class ActivityAdminForm(forms.ModelForm):
                 "carry no amount."
             ),
         }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Opening balances come only from their own import, which also sets
+        # the carried-over growth value; staff cannot type one in here.
+        kinds = ActivityKind.objects.exclude(role=ActivityKind.Role.OPENING)
+        if self.instance.pk and self.instance.kind.role == ActivityKind.Role.OPENING:
+            kinds = ActivityKind.objects.filter(pk=self.instance.kind_id)
+        kind_field = self.fields["kind"]
+        assert isinstance(kind_field, forms.ModelChoiceField)
+        kind_field.queryset = kinds
 
     def clean_occurred_at(self) -> dt.datetime:
         moment: dt.datetime = self.cleaned_data["occurred_at"]

@@ -324,12 +324,14 @@ def _stored_response(stored: StoredResponse) -> Response:
 class EventView(ChannelAPIView):
     """Record one event for a member with an id in the token's channel.
 
-    The member's tier is evaluated in the same request, and the response
-    reports the tier before and after and whether the member was promoted.
-    Status 201 means the event was recorded, 200 that it was already
-    recorded with the same content, 409 that its reference is recorded with
-    other content, and 422 that it is invalid. Nothing is recorded in the
-    last two cases.
+    An id the channel has not sent before is linked to the one member whose
+    phone or e-mail matches the event's, when the channel allows it (see
+    members.identity). The member's tier is evaluated in the same request,
+    and the response reports the tier before and after and whether the
+    member was promoted. Status 201 means the event was recorded, 200 that
+    it was already recorded with the same content, 409 that its reference
+    is recorded with other content, and 422 that it is invalid. Nothing is
+    recorded in the last two cases.
     """
 
     @extend_schema(

@@ -17,9 +17,13 @@ when others are invalid or in conflict, and the response lists every
 event's status. What one request stores, and the tier changes it causes,
 commit in one transaction, so an unexpected error stores nothing.
 
-Members are matched only by their id (ChannelIdentity) in the token's
-channel, never by phone or by ids in other channels, so a channel can
-record activity only for members that have an id in it. Events never create members.
+Members are matched by their id (ChannelIdentity) in the token's channel,
+never by ids in other channels. An id the channel has not sent before is
+linked to an existing member only when the channel allows matching by
+phone or e-mail (Channel.match_phone, Channel.match_email) and the phone
+or e-mail sent with the event matches exactly one live member (see
+members.identity). Otherwise the event is invalid. Events never create
+members.
 
 Each member with a created event is evaluated once, after all of the
 request's events are inserted. A purchase and its refund in one batch
@@ -49,6 +53,7 @@ from django.db.models import Field
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from members.identity import ContactRecord, match_members
 from members.importing.lookups import chunked
 from members.models import (
     Activity,
@@ -94,6 +99,9 @@ class EventInput:
     amount: Decimal
     kind: ActivityKind
     quantity: int
+    # Contact data for linking an unknown external_id; never logged.
+    phone_e164: str = ""
+    email: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,45 @@ def _match_members(
         for external_id, member_id, public_id, tier_name in rows:
             found[external_id] = _MemberRef(member_id, public_id, tier_name)
     return found
+
+
+def _link_by_contact(
+    channel: Channel, events: Sequence[EventInput]
+) -> dict[str, _MemberRef]:
+    """Link unknown external ids to the one member their phone or e-mail matches.
+
+    ``events`` carry ids without a ChannelIdentity in ``channel``. Returns
+    the members of the ids now linked, by external id. A parallel request
+    may link the same id first, so the identities are inserted with ON
+    CONFLICT DO NOTHING and read back: the stored identity wins.
+    """
+    if not (channel.match_phone or channel.match_email):
+        return {}
+    records = [
+        ContactRecord(event.external_id, event.phone_e164, event.email)
+        for event in events
+        if event.phone_e164 or event.email
+    ]
+    matches = match_members(channel, records)
+    if not matches:
+        return {}
+    ChannelIdentity.objects.bulk_create(
+        [
+            ChannelIdentity(member_id=member_id, channel=channel, external_id=ext_id)
+            for ext_id, member_id in sorted(matches.items())
+        ],
+        ignore_conflicts=True,
+    )
+    linked = _match_members(
+        channel, [event for event in events if event.external_id in matches]
+    )
+    logger.info(
+        "event API linked new ids by contact data channel_id=%s ids=%d member_ids=%s",
+        channel.pk,
+        len(linked),
+        summarize_ids(ref.member_id for ref in linked.values()),
+    )
+    return linked
 
 
 def _stored_content(channel: Channel, references: Iterable[str]) -> dict[str, Content]:
@@ -318,17 +365,40 @@ class _Recorder:
         )
 
     def matched(self, events: list[EventInput]) -> list[EventInput]:
-        """Return the events whose member is known in the channel; reject the rest."""
+        """Return the events whose member is known in the channel; reject the rest.
+
+        An unknown id is first linked by phone or e-mail where the channel
+        allows it (see _link_by_contact).
+        """
         self.members = _match_members(self.channel, events)
+        unknown = [e for e in events if e.external_id not in self.members]
+        if unknown:
+            self.members.update(_link_by_contact(self.channel, unknown))
+        matching = self.channel.match_phone or self.channel.match_email
         known = []
         for event in events:
             if event.external_id in self.members:
                 known.append(event)
                 continue
-            message = _(
-                "No member has id %(id)r in channel %(channel)s. Add the member "
-                "with this id first, then send the event again."
-            ) % {"id": event.external_id, "channel": self.channel.code}
+            values = {"id": event.external_id, "channel": self.channel.code}
+            if matching and (event.phone_e164 or event.email):
+                message = (
+                    _(
+                        "No member has id %(id)r in channel %(channel)s, and the "
+                        "phone or e-mail sent with it matches no member or more "
+                        "than one. Add the member with this id first, then send "
+                        "the event again."
+                    )
+                    % values
+                )
+            else:
+                message = (
+                    _(
+                        "No member has id %(id)r in channel %(channel)s. Add the "
+                        "member with this id first, then send the event again."
+                    )
+                    % values
+                )
             self.reject(
                 InvalidEvent(event.index, event.reference, {"external_id": [message]})
             )
@@ -469,6 +539,8 @@ def record_events(
     one transaction. Costs a fixed number of queries per chunk of events:
     members, stored references, the inserts (one per chunk of rows), the
     tier evaluation of the members with created events, and their new tiers.
+    Ids new in the channel add the phone and e-mail look-ups and the insert
+    and read-back of the identities they link.
     """
     recorder = _Recorder(channel)
     events = []

@@ -580,9 +580,7 @@ class ImportBatch(models.Model):
         blank=True,
         related_name="+",
     )
-    rollback_summary = models.JSONField(
-        _("rollback summary"), default=dict, blank=True
-    )
+    rollback_summary = models.JSONField(_("rollback summary"), default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

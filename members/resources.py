@@ -30,7 +30,12 @@ from members.importing.columns import (
 )
 from members.importing.errors import FileRejected
 from members.importing.formats import UploadedFile
-from members.importing.report import ImportReport, LineOutcome, issues_csv
+from members.importing.report import (
+    ImportReport,
+    LineOutcome,
+    SkippedIssue,
+    issues_csv,
+)
 from members.importing.service import import_data
 from members.models import Activity, ChannelIdentity, Member
 
@@ -44,9 +49,12 @@ SHOWN_ISSUES = 500
 class ImportResult(Result):
     """A library Result that carries the import report for the admin pages."""
 
-    def __init__(self, report: ImportReport | None = None) -> None:
+    def __init__(
+        self, report: ImportReport | None = None, refused_batch_id: int | None = None
+    ) -> None:
         super().__init__()
         self.report = report
+        self.refused_batch_id = refused_batch_id
         if report is None:
             return
         self.total_rows = report.total_rows
@@ -88,20 +96,29 @@ class ImportResult(Result):
         return self.report.rejections[:SHOWN_ISSUES] if self.report else []
 
     @property
-    def shown_skipped(self) -> list[RowIssue]:
+    def shown_skipped(self) -> list[SkippedIssue]:
         return self.report.skipped[:SHOWN_ISSUES] if self.report else []
 
     @property
+    def batch_id(self) -> int | None:
+        """Return the id of the ImportBatch that recorded a confirmed import."""
+        return self.report.batch_id if self.report else self.refused_batch_id
+
+    @property
     def issues_csv_url(self) -> str:
-        """Return the rejected and skipped lines as a data: URL for a download link."""
+        """Return the rejected and skipped lines as a data: URL for a download link.
+
+        Only previews use it: a confirmed import's lines are downloaded from
+        its batch, without putting the whole file into the page.
+        """
         if self.report is None:
             return ""
         encoded = base64.b64encode(issues_csv(self.report)).decode("ascii")
         return f"data:text/csv;charset=utf-8;base64,{encoded}"
 
 
-def _rejected_result(message: str) -> ImportResult:
-    result = ImportResult()
+def _rejected_result(message: str, batch_id: int | None = None) -> ImportResult:
+    result = ImportResult(refused_batch_id=batch_id)
     result.append_base_error(Error(FileRejected(message)))
     return result
 
@@ -125,7 +142,8 @@ class FileImportResource(resources.ModelResource):
         """Import the file; return a Result whose base error is a rejection.
 
         Every import runs in its own transaction, so ``use_transactions`` and
-        the other row-loop options of the library do not apply.
+        the other row-loop options of the library do not apply. ``channel``
+        in ``kwargs`` is the Channel chosen on the import form, if any.
         """
         if not isinstance(dataset, UploadedFile):
             raise TypeError(
@@ -144,6 +162,7 @@ class FileImportResource(resources.ModelResource):
                 decimal_mark=kwargs.get("decimal_mark") or None,
                 dry_run=dry_run,
                 user=kwargs.get("user"),
+                channel=kwargs.get("channel") or None,
             )
         except Exception:
             if raise_errors:
@@ -157,7 +176,7 @@ class FileImportResource(resources.ModelResource):
                 "if it fails again, send the file to support."
             )
         if report.refused:
-            return _rejected_result(report.refused)
+            return _rejected_result(report.refused, report.batch_id)
         return ImportResult(report)
 
     def get_diff_headers(self) -> list[str]:

@@ -24,7 +24,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from members.importing.amounts import parse_amount
-from members.importing.cleaning import MAX_LENGTHS
+from members.importing.cleaning import (
+    MAX_LENGTHS,
+    clean_email,
+    clean_phone,
+    phone_e164,
+)
 from members.importing.dates import parse_datetime
 from members.importing.errors import InvalidValue
 from members.importing.lookups import channel_key
@@ -166,6 +171,48 @@ class EventSerializer(serializers.Serializer):
             "Optional. If given, it must be the token's own channel code."
         ),
     )
+    phone = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_LENGTHS["phone"],
+        help_text=gettext_lazy(
+            "Optional. The member's phone, used only when external_id is new "
+            "in this channel and the channel links new ids by phone: the id is "
+            "then linked to the one member with this phone. A number without "
+            "a country code is read in the program's region. An invalid "
+            "number matches nobody."
+        ),
+    )
+    email = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_LENGTHS["email"],
+        help_text=gettext_lazy(
+            "Optional. The member's e-mail address, used only when external_id "
+            "is new in this channel and the channel links new ids by e-mail: "
+            "the id is then linked to the one member with this address, "
+            "compared case-insensitively."
+        ),
+    )
+
+    def validate_phone(self, value: str) -> str:
+        try:
+            return clean_phone(value)
+        except InvalidValue as error:
+            # The value is personal data, so the message does not repeat it.
+            raise serializers.ValidationError(
+                _("The phone %(reason)s.") % {"reason": error.reason}
+            ) from None
+
+    def validate_email(self, value: str) -> str:
+        if not value:
+            return ""
+        try:
+            return clean_email(value)
+        except InvalidValue:
+            raise serializers.ValidationError(
+                _("Enter a valid e-mail address, such as name@example.com.")
+            ) from None
 
     def validate_kind(self, value: str) -> ActivityKind:
         kinds: Mapping[str, ActivityKind] = self.context["kinds"]
@@ -261,6 +308,8 @@ def clean_events(
                 amount=values["amount"],
                 kind=values["kind"],
                 quantity=values["quantity"],
+                phone_e164=phone_e164(values.get("phone", "")),
+                email=values.get("email", ""),
             )
         )
     return items

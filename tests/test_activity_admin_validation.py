@@ -20,6 +20,7 @@ from django.utils import timezone
 from benefits.issuing import issue_for_tier_changes
 from benefits.models import Grant
 from benefits.redemption import RedemptionRejected, redeem
+from members.admin import ActivityAdminForm
 from members.models import Activity, ActivityKind, Channel, Member
 from tests.conftest import make_member, record
 from tests.test_benefits_support import create_catalogue, member_in_silver
@@ -298,3 +299,10 @@ def test_rejected_redeem_log_escapes_reference(coupon, store, caplog):
     assert len(lines) == 1
     assert "\n" not in lines[0]
     assert repr(FORGED) in lines[0]
+
+
+def test_add_form_offers_no_opening_kind(db):
+    codes = {kind.code for kind in ActivityAdminForm().fields["kind"].queryset}
+
+    assert "purchase" in codes
+    assert "opening" not in codes

@@ -499,7 +499,10 @@ def test_header_only_file_refused(base, data):
     assert report.refused.startswith("The file has no data rows")
 
 
-@override_settings(CRM_IMPORT_MAX_BYTES=2 * 1024 * 1024)
+@override_settings(
+    CRM_IMPORT_MAX_BYTES=2 * 1024 * 1024,
+    CRM_IMPORT_STREAMING_MAX_BYTES=2 * 1024 * 1024,
+)
 def test_size_limit_in_megabytes(base, tmp_path):
     path = tmp_path / "big.csv"
     path.write_bytes(b"x" * (2 * 1024 * 1024 + 1))

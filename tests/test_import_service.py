@@ -271,15 +271,18 @@ def test_activity_chinese_headers(base):
 def test_member_import_queries_stay_flat(base, ladder, django_assert_max_num_queries):
     import_file(members_file(20), "members", file_name="members20.csv")
 
-    # SQLite takes at most 999 parameters per statement, so about 140 members
-    # go in each member INSERT. The queries:
-    # - savepoint, channels, identities, 3 member INSERTs, 1 identity INSERT,
+    # SQLite takes at most 999 parameters per statement, so about 70 to 140
+    # rows go in each INSERT, depending on the table. The queries:
+    # - the batch INSERT, before the transaction,
+    # - savepoint, channels, identities, identities with their batch lines,
+    #   3 member INSERTs, 2 identity INSERTs, 2 imported-member INSERTs,
     # - evaluation: the version in effect, its rule groups, requirements,
     #   tier rules with tiers, kinds, weights, members, active overrides,
     #   one aggregate,
     # - a savepoint, the locking SELECT of the members to write, one UPDATE
-    #   per tier, 2 history INSERTs, 2 releases.
-    with django_assert_max_num_queries(23):
+    #   per tier, 2 history INSERTs, 2 releases,
+    # - the batch's counters and its status, 2 UPDATEs.
+    with django_assert_max_num_queries(30):
         report = import_file(members_file(200, start=100), "members", file_name="m.csv")
 
     assert report.created == 200
@@ -288,14 +291,15 @@ def test_member_import_queries_stay_flat(base, ladder, django_assert_max_num_que
 def test_activity_import_queries_stay_flat(base, ladder, django_assert_max_num_queries):
     import_file(members_file(200), "members", file_name="members.csv")
 
-    # No tier changes here, so no UPDATE. The queries:
-    # - savepoint, kinds, channels, known references, identities, 2 activity
+    # No tier changes here, so no member UPDATE. The queries:
+    # - the batch INSERT, before the transaction,
+    # - savepoint, kinds, channels, known references, identities, 3 activity
     #   INSERTs,
     # - evaluation: the version in effect, its rule groups, requirements,
     #   tier rules with tiers, kinds, weights, members, active overrides,
     #   one aggregate,
-    # - the release.
-    with django_assert_max_num_queries(17):
+    # - the batch's counters and its status, 2 UPDATEs, and the release.
+    with django_assert_max_num_queries(21):
         report = import_file(purchases_file(200), "activities", file_name="buys.csv")
 
     assert report.created == 200

@@ -508,7 +508,9 @@ def test_import_help_text_sits_under_its_select(base, admin_client):
     assert '<p class="help">' not in content
 
 
-@override_settings(CRM_IMPORT_MAX_BYTES=1024 * 1024)
+@override_settings(
+    CRM_IMPORT_MAX_BYTES=1024 * 1024, CRM_IMPORT_STREAMING_MAX_BYTES=1024 * 1024
+)
 def test_size_limit_message_matches_command(base, admin_client, tmp_path):
     content = b"x" * (1024 * 1024 + 1)
     path = tmp_path / "big.csv"

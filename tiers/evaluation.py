@@ -790,7 +790,7 @@ def _member_chunks(
         last_pk = 0
         while True:
             chunk: list[MemberRow] = list(
-                Member.objects.filter(pk__gt=last_pk)
+                Member.objects.filter(pk__gt=last_pk, merged_into__isnull=True)
                 .order_by("pk")
                 .values_list("pk", "tier_id", "tier_since", "review_at", "grace_until")[
                     :chunk_size
@@ -805,7 +805,7 @@ def _member_chunks(
         for start in range(0, len(ids), chunk_size):
             part = ids[start : start + chunk_size]
             chunk = list(
-                Member.objects.filter(pk__in=part)
+                Member.objects.filter(pk__in=part, merged_into__isnull=True)
                 .order_by("pk")
                 .values_list("pk", "tier_id", "tier_since", "review_at", "grace_until")
             )
@@ -840,8 +840,9 @@ def evaluate(
 ) -> tuple[EvaluationSummary, list[MemberEvaluation]]:
     """Evaluate members as of ``as_of`` (default: now) and record tier changes.
 
-    ``member_ids=None`` evaluates every member. The rules are those of the
-    version in effect at ``as_of`` unless ``ladder`` is given. With
+    ``member_ids=None`` evaluates every member not merged into another. The
+    rules are those of the version in effect at ``as_of`` unless ``ladder``
+    is given. With
     ``commit=False`` nothing is written and every evaluation is returned;
     with ``commit=True`` only the evaluations that changed a tier are
     returned, to keep memory flat.

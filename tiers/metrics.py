@@ -4,6 +4,16 @@ Every metric of every requirement in the ladder is computed for a set of members
 in one GROUP BY over the activity ledger, with one filtered aggregate per
 (metric, window) pair, so the cost is one pass over the ledger whatever the
 number of members or requirements.
+
+An opening balance, an activity whose kind has the role "opening", carries
+what a member had built up in an earlier program at the cut-over moment
+(its ``occurred_at``). Its ``amount`` counts in net spend and its
+``growth_points`` are added to growth value as they are, with no weight and
+no cap. Like any activity it counts in every window that contains its
+moment. A rolling 365-day window thus counts it on the cut-over day and
+on the 364 days after, and a calendar-year window only in the cut-over
+year. It is never an order, visit, review or referral, and it makes no
+day active.
 """
 
 from __future__ import annotations
@@ -141,12 +151,17 @@ class KindCatalogue:
         ids_by_role: dict[str, set[int]] = {}
         for kind_id, role in ActivityKind.objects.values_list("pk", "role"):
             ids_by_role.setdefault(role, set()).add(kind_id)
+        # An opening balance brings its growth value with it, so a weight on
+        # an opening kind would count the carried-over spend a second time.
+        opening_ids = ids_by_role.get(ActivityKind.Role.OPENING, set())
         weights: list[WeightRule] = []
         if version_id is not None:
             for weight in GrowthWeight.objects.filter(version_id=version_id).order_by(
                 "pk"
             ):
                 if not (weight.points_per_event or weight.points_per_unit):
+                    continue
+                if weight.kind_id in opening_ids:
                     continue
                 weights.append(
                     WeightRule(
@@ -170,9 +185,18 @@ _COUNTED_ROLES: dict[str, tuple[str, ...]] = {
     Metric.REVIEWS: (ActivityKind.Role.REVIEW,),
     Metric.REFERRALS: (ActivityKind.Role.REFERRAL,),
 }
-# Every role but refunds makes a day active: a refund is not engagement.
+# Every role but refunds and opening balances makes a day active: a refund
+# is not engagement, and an opening balance sums up days in another program.
 _ACTIVE_ROLES = tuple(
-    r for r in ActivityKind.Role.values if r != ActivityKind.Role.REFUND
+    r
+    for r in ActivityKind.Role.values
+    if r not in (ActivityKind.Role.REFUND, ActivityKind.Role.OPENING)
+)
+# Roles whose amount counts in net spend.
+_SPEND_ROLES = (
+    ActivityKind.Role.PURCHASE,
+    ActivityKind.Role.REFUND,
+    ActivityKind.Role.OPENING,
 )
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=20, decimal_places=4)
 
@@ -190,7 +214,7 @@ def _aggregate(spec: MetricSpec, kinds: KindCatalogue, as_of: dt.datetime) -> An
     in_window = _window_q(spec, as_of)
 
     if spec.metric == Metric.NET_SPEND:
-        ids = kinds.ids(ActivityKind.Role.PURCHASE, ActivityKind.Role.REFUND)
+        ids = kinds.ids(*_SPEND_ROLES)
         return Coalesce(
             Sum("amount", filter=in_window & Q(kind_id__in=ids)),
             Value(ZERO),
@@ -214,6 +238,20 @@ def _points(weight: WeightRule) -> Any:
 
 def _weight_key(spec: MetricSpec, weight: WeightRule) -> str:
     return f"{spec.key}__w{weight.id}"
+
+
+def _opening_key(spec: MetricSpec) -> str:
+    return f"{spec.key}__opening"
+
+
+def _opening_growth(spec: MetricSpec, kinds: KindCatalogue, as_of: dt.datetime) -> Any:
+    """Sum the growth value that opening balances in the window carry over."""
+    opening = Q(kind_id__in=kinds.ids(ActivityKind.Role.OPENING))
+    return Coalesce(
+        Sum("growth_points", filter=_window_q(spec, as_of) & opening),
+        Value(ZERO),
+        output_field=_MONEY,
+    )
 
 
 def _capped(value: Decimal, cap: Decimal | None) -> Decimal:
@@ -265,15 +303,20 @@ def compute_metrics(
 
     One query computes everything, plus one more per growth value window when
     a weight has a daily cap. Members without activity in the queryset are
-    absent from the result; their metrics are all zero.
+    absent from the result; their metrics are all zero. Growth value is the
+    sum of each weight's points, each capped as the weight sets, plus the
+    growth value of opening balances, which no cap limits.
     """
     specs = set(specs)
     growth_specs = [s for s in specs if s.metric == Metric.GROWTH_VALUE]
+    has_openings = bool(kinds.ids(ActivityKind.Role.OPENING))
     annotations: dict[str, Any] = {}
     for spec in specs:
         if spec.metric != Metric.GROWTH_VALUE:
             annotations[spec.key] = _aggregate(spec, kinds, as_of)
     for spec in growth_specs:
+        if has_openings:
+            annotations[_opening_key(spec)] = _opening_growth(spec, kinds, as_of)
         for weight in kinds.weights:
             if weight.daily_cap is None:
                 annotations[_weight_key(spec, weight)] = Coalesce(
@@ -304,7 +347,7 @@ def compute_metrics(
         member_ids = set(results) | {member_id for member_id, _ in daily}
         for member_id in member_ids:
             metrics = results.setdefault(member_id, {})
-            total = ZERO
+            total = metrics.pop(_opening_key(spec), ZERO)
             for weight in kinds.weights:
                 if weight.daily_cap is None:
                     points = metrics.pop(_weight_key(spec, weight), ZERO)

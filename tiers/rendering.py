@@ -12,6 +12,10 @@ Examples of the output:
 - ``(最近365天净消费满¥5,000且订单不少于6笔)或累计成长值满8,000``
 - ``net spend of at least ¥5,000 and at least 6 orders in the last 365 days``
 - ``at least 2 of these 3: ...``
+
+Activities are described here too, because an opening balance must read as
+what it is, "Opening balance from the previous program", and never as a
+purchase.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from django.utils.translation import (
     pgettext_lazy,
 )
 
-from members.models import ActivityKind
+from members.models import Activity, ActivityKind
 from tiers.formatting import format_count, format_metric_value, format_money
 from tiers.ladder import GroupRule, Ladder, RequirementRule, TierRuleSet
 from tiers.metrics import WindowSpec
@@ -353,3 +357,48 @@ def render_weights(weights: Iterable[GrowthWeight], language: str) -> str:
             for weight in active
         ]
         return pgettext("rule text: list of weights", "; ").join(texts)
+
+
+def activity_label(activity: Activity, language: str) -> str:
+    """Name an activity's kind in ``language`` for a list of activities.
+
+    Kinds other than opening balances have staff-chosen names, which are
+    returned as they are. ``activity.kind`` must be loaded already
+    (select_related) to avoid a query per activity.
+    """
+    if activity.kind.role != ActivityKind.Role.OPENING:
+        return activity.kind.name
+    with translation.override(_supported_language(language)):
+        return gettext("Opening balance from the previous program")
+
+
+def describe_activity(activity: Activity, language: str) -> str:
+    """Describe an activity in ``language``, with the values of an opening balance.
+
+    For example "Opening balance from the previous program: net spend
+    ¥12,000, growth value 8,000". Other activities read as their kind's name.
+    """
+    if activity.kind.role != ActivityKind.Role.OPENING:
+        return activity.kind.name
+    with translation.override(_supported_language(language)):
+        values = []
+        if activity.amount:
+            values.append(
+                gettext("net spend %(amount)s")
+                % {"amount": format_money(activity.amount)}
+            )
+        if activity.growth_points:
+            values.append(
+                gettext("growth value %(count)s")
+                % {"count": format_count(activity.growth_points)}
+            )
+        label = gettext("Opening balance from the previous program")
+        if not values:
+            return label
+        # Translators: "label" is "Opening balance from the previous
+        # program" and "values" lists what it carried over, e.g. "net spend
+        # ¥12,000, growth value 8,000".
+        return pgettext("activity text", "%(label)s: %(values)s") % {
+            "label": label,
+            "values": pgettext("activity text: list of values", ", ").join(values),
+        }

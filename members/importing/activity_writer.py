@@ -20,7 +20,7 @@ from members.importing.lookups import (
     identities_for,
 )
 from members.importing.report import ImportReport, Status
-from members.models import Activity
+from members.models import Activity, ImportBatch
 
 BATCH_SIZE = 1000
 
@@ -39,34 +39,54 @@ def _display(record: ActivityRecord) -> dict[str, str]:
 
 def _known_references(
     records: list[ActivityRecord], channels: ChannelDirectory
-) -> set[tuple[int, str]]:
-    """Return the (channel id, reference) pairs of these records already saved."""
+) -> dict[tuple[int, str], tuple[int | None, int | None]]:
+    """Return {(channel id, reference): (import batch id, line)} of saved records."""
     channel_ids = {
         c.pk for c in (channels.get(r.channel) for r in records) if c is not None
     }
     if not channel_ids:
-        return set()
-    known: set[tuple[int, str]] = set()
+        return {}
+    known: dict[tuple[int, str], tuple[int | None, int | None]] = {}
     references = sorted({record.reference for record in records})
     for chunk in chunked(references):
-        known.update(
-            Activity.objects.filter(
-                channel_id__in=channel_ids, reference__in=chunk
-            ).values_list("channel_id", "reference")
-        )
+        rows = Activity.objects.filter(
+            channel_id__in=channel_ids, reference__in=chunk
+        ).values_list("channel_id", "reference", "import_batch_id", "import_line")
+        for channel_id, reference, batch_id, line in rows:
+            known[(channel_id, reference)] = (batch_id, line)
     return known
 
 
+def _duplicate_issue(record: ActivityRecord, first_line: int | None) -> RowIssue:
+    if first_line is None:
+        reason = "duplicate of an earlier line (same channel and reference)"
+    else:
+        reason = f"duplicate of line {first_line} (same channel and reference)"
+    return RowIssue(record.line, "reference", record.reference, reason)
+
+
 def _new_records(
-    records: list[ActivityRecord], report: ImportReport, channels: ChannelDirectory
+    records: list[ActivityRecord],
+    report: ImportReport,
+    channels: ChannelDirectory,
+    batch: ImportBatch | None,
 ) -> list[ActivityRecord]:
-    """Drop records already in the ledger, then repeats within the file."""
+    """Drop records already in the ledger, then repeats within the file.
+
+    A reference that an earlier chunk of the same batch saved is a repeat
+    within the file, so it is reported with that chunk's line.
+    """
     known = _known_references(records, channels)
+    batch_id = batch.pk if batch is not None else None
     first_lines: dict[tuple[str, str], int] = {}
     new = []
     for record in records:
         channel = channels.get(record.channel)
-        if channel is not None and (channel.pk, record.reference) in known:
+        saved = known.get((channel.pk, record.reference)) if channel else None
+        if saved is not None and batch_id is not None and saved[0] == batch_id:
+            report.skip(_duplicate_issue(record, saved[1]), Status.DUPLICATE)
+            continue
+        if saved is not None:
             issue = RowIssue(
                 record.line, "reference", record.reference, "already imported"
             )
@@ -74,13 +94,7 @@ def _new_records(
             continue
         key = (channel_key(record.channel), record.reference)
         if key in first_lines:
-            reason = (
-                f"duplicate of line {first_lines[key]} (same channel and reference)"
-            )
-            report.skip(
-                RowIssue(record.line, "reference", record.reference, reason),
-                Status.DUPLICATE,
-            )
+            report.skip(_duplicate_issue(record, first_lines[key]), Status.DUPLICATE)
             continue
         first_lines[key] = record.line
         new.append(record)
@@ -123,14 +137,22 @@ class _MemberMatcher:
         return RowIssue(record.line, "external_id", record.external_id, reason)
 
 
-def save_activities(records: list[ActivityRecord], report: ImportReport) -> None:
+def save_activities(
+    records: list[ActivityRecord],
+    report: ImportReport,
+    batch: ImportBatch | None = None,
+) -> None:
     """Insert the activities of ``records`` that are not in the ledger yet.
+
+    Each activity records ``batch`` and its line in the file, so the batch
+    can be rolled back. A caller may pass the rows of one file in chunks,
+    one call per chunk with the same batch.
 
     Costs a fixed number of queries per chunk of rows: channels, known
     references, identities, then bulk inserts.
     """
     channels = ChannelDirectory()
-    records = _new_records(records, report, channels)
+    records = _new_records(records, report, channels, batch)
     matcher = _MemberMatcher(records, channels)
     matched: list[tuple[ActivityRecord, int]] = []
     for record in records:
@@ -154,6 +176,8 @@ def save_activities(records: list[ActivityRecord], report: ImportReport) -> None
                 quantity=record.quantity,
                 reference=record.reference,
                 source=Activity.Source.IMPORT,
+                import_batch=batch,
+                import_line=record.line,
             )
         )
         report.add_line(record.line, Status.CREATED, _display(record))

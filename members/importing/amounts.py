@@ -145,57 +145,81 @@ def _plain(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def decide_decimal_mark(values: Iterable[str], chosen: str | None = None) -> str | None:
-    """Return the decimal mark of an amount column, or None if no value needs one.
+class DecimalMarkEvidence:
+    """What an amount column's values show about its decimal mark.
 
-    A ``chosen`` mark wins unless a value shows the other mark. Raises
-    FileRejected when values show both marks ("12,50" and "12.50"), when a
-    value contradicts the chosen mark, or when nothing was chosen and the
-    only values with a separator read differently with each mark ("2.500").
+    Values are added one at a time, so a file can be read in chunks. Only
+    the first example of each kind is kept, so memory does not grow with
+    the number of values.
     """
-    examples: dict[str, str] = {}
-    ambiguous: tuple[str, Decimal, Decimal] | None = None
-    for text in values:
+
+    def __init__(self) -> None:
+        self.examples: dict[str, str] = {}
+        self.ambiguous: tuple[str, Decimal, Decimal] | None = None
+
+    def add(self, text: str) -> None:
         try:
             _negative, number, _markers = _split(text)
         except InvalidValue:
-            continue
+            return
         number = _WHITESPACE.sub("", number)
         readings = _ambiguous_readings(number)
         if readings is not None:
-            ambiguous = ambiguous or (text, *readings)
-            continue
+            self.ambiguous = self.ambiguous or (text, *readings)
+            return
         mark = _shown_mark(number)
         if mark is not None:
-            examples.setdefault(mark, text)
-    if len(examples) == 2:
-        raise FileRejected(
-            f"Column amount mixes decimal commas ({examples[DECIMAL_COMMA]!r}) and "
-            f"decimal points ({examples[DECIMAL_POINT]!r}). Use one style in the "
-            "whole file and import again."
-        )
-    if chosen:
-        (other,) = set(MARK_NAMES) - {chosen}
-        if other in examples:
+            self.examples.setdefault(mark, text)
+
+    def decide(self, chosen: str | None) -> str | None:
+        """Return the column's decimal mark, or None if no value needs one.
+
+        A ``chosen`` mark wins unless a value shows the other mark. Raises
+        FileRejected when values show both marks ("12,50" and "12.50"), when
+        a value contradicts the chosen mark, or when nothing was chosen and
+        the only values with a separator read differently with each mark
+        ("2.500").
+        """
+        examples = self.examples
+        if len(examples) == 2:
             raise FileRejected(
-                f"Column amount has values such as {examples[other]!r} that use a "
-                f"{MARK_NAMES[other]}, but {MARK_NAMES[chosen]} was chosen. Choose "
-                f"{MARK_NAMES[other]} or let the import detect the mark, and "
-                "import again."
+                f"Column amount mixes decimal commas ({examples[DECIMAL_COMMA]!r}) "
+                f"and decimal points ({examples[DECIMAL_POINT]!r}). Use one style "
+                "in the whole file and import again."
             )
-        return chosen
-    if examples:
-        return next(iter(examples))
-    if ambiguous:
-        text, with_point, with_comma = ambiguous
-        raise FileRejected(
-            f"Column amount is ambiguous (decimal point or comma). No value in it "
-            f"shows which decimal mark the file uses, and {text!r} is "
-            f"{_plain(with_point)} with a decimal point but {_plain(with_comma)} "
-            "with a decimal comma. Choose the decimal mark (point or comma) and "
-            "import again."
-        )
-    return None
+        if chosen:
+            (other,) = set(MARK_NAMES) - {chosen}
+            if other in examples:
+                raise FileRejected(
+                    f"Column amount has values such as {examples[other]!r} that "
+                    f"use a {MARK_NAMES[other]}, but {MARK_NAMES[chosen]} was "
+                    f"chosen. Choose {MARK_NAMES[other]} or let the import detect "
+                    "the mark, and import again."
+                )
+            return chosen
+        if examples:
+            return next(iter(examples))
+        if self.ambiguous:
+            text, with_point, with_comma = self.ambiguous
+            raise FileRejected(
+                f"Column amount is ambiguous (decimal point or comma). No value in "
+                f"it shows which decimal mark the file uses, and {text!r} is "
+                f"{_plain(with_point)} with a decimal point but "
+                f"{_plain(with_comma)} with a decimal comma. Choose the decimal "
+                "mark (point or comma) and import again."
+            )
+        return None
+
+
+def decide_decimal_mark(values: Iterable[str], chosen: str | None = None) -> str | None:
+    """Return the decimal mark of an amount column, or None if no value needs one.
+
+    See ``DecimalMarkEvidence.decide`` for the rules and the errors raised.
+    """
+    evidence = DecimalMarkEvidence()
+    for text in values:
+        evidence.add(text)
+    return evidence.decide(chosen)
 
 
 def _to_decimal(number: str, decimal_mark: str | None) -> Decimal:

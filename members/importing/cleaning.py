@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -23,9 +23,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 
-from members.importing.amounts import decide_decimal_mark, parse_amount
-from members.importing.columns import ColumnMap
-from members.importing.dates import decide_date_order, parse_date, parse_datetime
+from members.importing.amounts import DecimalMarkEvidence, parse_amount
+from members.importing.columns import ACTIVITIES, MEMBERS, ColumnMap
+from members.importing.dates import DateOrderEvidence, parse_date, parse_datetime
 from members.importing.errors import InvalidValue
 from members.importing.plausibility import (
     check_joined_on,
@@ -223,14 +223,67 @@ def clean_email(text: str) -> str:
     return email
 
 
-def _column_values(table: Table, columns: ColumnMap, column: str) -> Iterator[str]:
-    """Yield a column's text values, skipping spreadsheet number cells."""
-    position = columns.positions.get(column)
-    if position is None:
-        return
-    for row in table.rows:
-        if position < len(row.cells) and position not in row.numeric:
-            yield fold_width(clean_text(row.cells[position]))
+def _evidence_text(row: SourceRow, position: int | None) -> str | None:
+    """Return a cell's text as the column decisions read it, or None to skip it.
+
+    Spreadsheet number cells are skipped: their dates and amounts have no
+    day/month order or decimal mark to decide.
+    """
+    if position is None or position >= len(row.cells) or position in row.numeric:
+        return None
+    return fold_width(clean_text(row.cells[position]))
+
+
+class FileEvidence:
+    """Evidence gathered from every row for the decisions made once per column.
+
+    A member file decides the day/month order of joined_at. An activity file
+    decides the order of occurred_at and the decimal mark of amount. Rows
+    can be added in chunks, so a streamed file is read once for evidence
+    and once more to import, with the decisions fixed in between.
+    """
+
+    def __init__(self, kind: str, columns: ColumnMap) -> None:
+        if kind not in (MEMBERS, ACTIVITIES):
+            raise ValueError(f"Unknown import kind {kind!r}.")
+        date_column = "joined_at" if kind == MEMBERS else "occurred_at"
+        self._date_position = columns.positions.get(date_column)
+        self._dates = DateOrderEvidence(date_column)
+        self._amount_position = (
+            columns.positions.get("amount") if kind == ACTIVITIES else None
+        )
+        self._amounts = DecimalMarkEvidence() if kind == ACTIVITIES else None
+
+    def add_rows(self, rows: Iterable[SourceRow]) -> None:
+        for row in rows:
+            text = _evidence_text(row, self._date_position)
+            if text is not None:
+                self._dates.add(text)
+            if self._amounts is not None:
+                text = _evidence_text(row, self._amount_position)
+                if text is not None:
+                    self._amounts.add(text)
+
+    def decide(self, options: CleaningOptions) -> CleaningOptions:
+        """Return the options to clean every row with, staff's choices applied.
+
+        Raises FileRejected when a column's values contradict each other or
+        staff's choice, or leave a decision open that staff did not make.
+        """
+        date_order = self._dates.decide(options.date_order)
+        decimal_mark = None
+        if self._amounts is not None:
+            decimal_mark = self._amounts.decide(options.decimal_mark)
+        return CleaningOptions(date_order=date_order, decimal_mark=decimal_mark)
+
+
+def decide_options(
+    table: Table, kind: str, columns: ColumnMap, options: CleaningOptions
+) -> CleaningOptions:
+    """Return the options decided from all rows of an in-memory table."""
+    evidence = FileEvidence(kind, columns)
+    evidence.add_rows(table.rows)
+    return evidence.decide(options)
 
 
 def _joined_on_cleaner(order: str | None, numeric: bool) -> Callable[[str], dt.date]:
@@ -247,13 +300,26 @@ def clean_member_rows(
     table: Table, columns: ColumnMap, options: CleaningOptions
 ) -> tuple[list[MemberRecord], list[RowIssue]]:
     """Clean every row of a member file into records and row issues."""
-    joined_order = decide_date_order(
-        _column_values(table, columns, "joined_at"), "joined_at", options.date_order
-    )
+    decided = decide_options(table, MEMBERS, columns, options)
+    return clean_member_chunk(table.rows, columns, len(table.headers), decided)
+
+
+def clean_member_chunk(
+    rows: Iterable[SourceRow],
+    columns: ColumnMap,
+    width: int,
+    decided: CleaningOptions,
+) -> tuple[list[MemberRecord], list[RowIssue]]:
+    """Clean member rows with options already decided for the whole file.
+
+    ``width`` is the number of headers, and ``decided`` comes from
+    ``FileEvidence.decide``.
+    """
+    joined_order = decided.date_order
     records, issues = [], []
-    for row in table.rows:
+    for row in rows:
         reader = _RowReader(row, columns)
-        _check_row_shape(reader, len(table.headers))
+        _check_row_shape(reader, width)
         external_id = reader.clean(
             "external_id", _identifier("external_id"), required=True
         )
@@ -300,8 +366,10 @@ def kinds_by_label() -> dict[str, ActivityKind]:
     """Return activity kinds keyed by case-folded name and code (one query).
 
     A code wins over another kind's name that happens to be spelled the same.
+    Opening balance kinds are left out, so activity files and the event API
+    reject them: only the opening balance import records those.
     """
-    kinds = list(ActivityKind.objects.all())
+    kinds = list(ActivityKind.objects.exclude(role=ActivityKind.Role.OPENING))
     labels = {kind.name.casefold(): kind for kind in kinds}
     labels.update({kind.code.casefold(): kind for kind in kinds})
     return labels
@@ -347,17 +415,30 @@ def clean_activity_rows(
     kinds: Mapping[str, ActivityKind],
 ) -> tuple[list[ActivityRecord], list[RowIssue]]:
     """Clean every row of an activity file into records and row issues."""
-    date_order = decide_date_order(
-        _column_values(table, columns, "occurred_at"), "occurred_at", options.date_order
-    )
-    decimal_mark = decide_decimal_mark(
-        _column_values(table, columns, "amount"), options.decimal_mark
-    )
-    now = timezone.now()
+    decided = decide_options(table, ACTIVITIES, columns, options)
+    return clean_activity_chunk(table.rows, columns, len(table.headers), decided, kinds)
+
+
+def clean_activity_chunk(
+    rows: Iterable[SourceRow],
+    columns: ColumnMap,
+    width: int,
+    decided: CleaningOptions,
+    kinds: Mapping[str, ActivityKind],
+    now: dt.datetime | None = None,
+) -> tuple[list[ActivityRecord], list[RowIssue]]:
+    """Clean activity rows with options already decided for the whole file.
+
+    ``now`` is the moment future dates are checked against; a streamed file
+    passes the same moment for every chunk.
+    """
+    date_order = decided.date_order
+    decimal_mark = decided.decimal_mark
+    now = now or timezone.now()
     records, issues = [], []
-    for row in table.rows:
+    for row in rows:
         reader = _RowReader(row, columns)
-        _check_row_shape(reader, len(table.headers))
+        _check_row_shape(reader, width)
         external_id = reader.clean(
             "external_id", _identifier("external_id"), required=True
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.utils.translation import gettext
+
 from members.importing.errors import FileRejected
 from members.importing.text import normalize_header
 
@@ -89,33 +91,124 @@ class ColumnMap:
     ignored: tuple[str, ...]
 
 
-def map_headers(headers: Sequence[str], kind: str) -> ColumnMap:
+MISSING_COLUMN_HINT = (
+    "Rename the header in the file to one of these column names, or save a "
+    "column mapping for the file's channel (Members > Column mappings) and "
+    "choose that channel on the import form."
+)
+
+
+def check_mapping(kind: str, mapping: dict[str, str]) -> list[tuple[str, str]]:
+    """Return (column, problem) for what is wrong with a column mapping.
+
+    Every key must be a column of ``kind``, and no two columns may name the
+    same header once headers are normalised. An empty list means it is valid.
+    The problems are translated, because staff read them on the admin form.
+    """
+    allowed = COLUMNS[kind]
+    problems = []
+    seen: dict[str, str] = {}
+    for column, header in mapping.items():
+        if column not in allowed:
+            problem = gettext(
+                "%(column)s is not a column of %(kind)s files; leave it empty. "
+                "The columns are %(columns)s."
+            ) % {"column": column, "kind": kind, "columns": ", ".join(allowed)}
+            problems.append((column, problem))
+            continue
+        key = normalize_header(header)
+        if not key:
+            continue
+        if key in seen:
+            problem = gettext(
+                "Column %(other)s already uses the header %(header)s; give each "
+                "column its own header."
+            ) % {"other": seen[key], "header": header.strip()}
+            problems.append((column, problem))
+        else:
+            seen[key] = column
+    return problems
+
+
+def _saved_headers(mapping: dict[str, str], allowed: Sequence[str]) -> dict[str, str]:
+    """Return the column of each normalised header that a saved mapping names."""
+    table = {}
+    for column, header in mapping.items():
+        key = normalize_header(header)
+        if column in allowed and key:
+            table[key] = column
+    return table
+
+
+def _both_mean(first: str, second: str, column: str) -> FileRejected:
+    return FileRejected(
+        f"Headers {first.strip()!r} and {second.strip()!r} both mean column "
+        f"{column}. Remove or rename one of them and import again."
+    )
+
+
+def map_headers(
+    headers: Sequence[str],
+    kind: str,
+    mapping: dict[str, str] | None = None,
+    *,
+    optional: Sequence[str] = (),
+) -> ColumnMap:
     """Map file headers to the columns of ``kind``.
+
+    ``mapping`` is a channel's saved mapping ({column: header}). Its headers
+    are matched first, and a column it finds in the file ignores any other
+    header that is an alias of that column. The remaining headers are
+    matched against the built-in aliases. Columns in ``optional`` are not
+    required this time, e.g. the channel when staff chose one for the file.
 
     Raises FileRejected when a required column is missing or when two
     headers mean the same column.
     """
     allowed = COLUMNS[kind]
+    saved = _saved_headers(mapping or {}, allowed)
     positions: dict[str, int] = {}
+    for index, header in enumerate(headers):
+        column = saved.get(normalize_header(header))
+        if column is None:
+            continue
+        if column in positions:
+            raise _both_mean(headers[positions[column]], header, column)
+        positions[column] = index
+    saved_columns = set(positions)
+    saved_positions = set(positions.values())
     ignored = []
     for index, header in enumerate(headers):
+        if index in saved_positions:
+            continue
         column = _ALIAS_TABLE.get(normalize_header(header))
-        if column not in allowed:
+        if column not in allowed or column in saved_columns:
             if header.strip():
                 ignored.append(header.strip())
             continue
         if column in positions:
-            first = headers[positions[column]].strip()
-            raise FileRejected(
-                f"Headers {first!r} and {header.strip()!r} both mean column "
-                f"{column}. Remove or rename one of them and import again."
-            )
+            raise _both_mean(headers[positions[column]], header, column)
         positions[column] = index
-    missing = [column for column in REQUIRED_COLUMNS[kind] if column not in positions]
+    required = [column for column in REQUIRED_COLUMNS[kind] if column not in optional]
+    missing = [column for column in required if column not in positions]
     if missing:
         noun = "column" if len(missing) == 1 else "columns"
         raise FileRejected(
             f"Required {noun} {', '.join(missing)} not found in the header row. "
-            f"A {kind} file needs the columns {', '.join(REQUIRED_COLUMNS[kind])}."
+            f"A {kind} file needs the columns {', '.join(REQUIRED_COLUMNS[kind])}. "
+            + MISSING_COLUMN_HINT
         )
     return ColumnMap(positions=positions, ignored=tuple(ignored))
+
+
+def headers_used(headers: Sequence[str], columns: ColumnMap) -> dict[str, str]:
+    """Return {column: header} for the columns found in the file's header row.
+
+    Positions past the header row, such as an added channel column, are left
+    out, so the result can be saved as the channel's column mapping.
+    """
+    return {
+        column: headers[index].strip()
+        for column, index in sorted(columns.positions.items())
+        if index < len(headers)
+    }

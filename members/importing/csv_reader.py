@@ -1,7 +1,9 @@
 """CSV reading: encoding detection, delimiter sniffing and line numbers.
 
 Every value stays text: nothing here converts a cell to a number, so ids
-and phones keep their leading zeros and plus signs.
+and phones keep their leading zeros and plus signs. ``read_csv`` reads
+bytes held in memory. ``CsvStream`` reads a file block by block, any
+number of times, for imports too large to hold in memory.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import csv
 import io
 import logging
 import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
+from typing import BinaryIO
 
 import charset_normalizer
 
@@ -87,16 +92,19 @@ def _is_ascii_compatible(encoding: str) -> bool:
     return "a,;\t\r\n".encode(encoding) == b"a,;\t\r\n"
 
 
+def _invalid_encoding_message(encoding: str, position: int) -> str:
+    return (
+        f"The file is not valid {_label(encoding)}: the bytes at position "
+        f"{position} cannot be read in that encoding. Choose the encoding the "
+        f"file was saved in ({_choices_text()}) and import again."
+    )
+
+
 def _decode_strict(data: bytes, encoding: str) -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
-        raise FileRejected(
-            f"The file is not valid {_label(encoding)}: the bytes at position "
-            f"{error.start} cannot be read in that encoding. Choose the "
-            f"encoding the file was saved in ({_choices_text()}) and import "
-            "again."
-        ) from None
+        raise FileRejected(_invalid_encoding_message(encoding, error.start)) from None
     return text.removeprefix("\ufeff")
 
 
@@ -121,6 +129,22 @@ def _detect_legacy_encoding(data: bytes) -> str:
     )
 
 
+def _named_encoding(head: bytes, encoding: str | None) -> str | None:
+    """Return the codec name of an explicit ``encoding`` or of a byte order mark.
+
+    ``head`` is the start of the file. Returns None when neither names one.
+    """
+    if encoding:
+        try:
+            return codecs.lookup(encoding).name
+        except LookupError:
+            raise FileRejected(
+                f"Unknown encoding {encoding!r}. Choose one of {_choices_text()}."
+            ) from None
+    marked = (found for mark, found in _BYTE_ORDER_MARKS if head.startswith(mark))
+    return next(marked, None)
+
+
 def decode_csv(data: bytes, encoding: str | None = None) -> tuple[str, str]:
     """Decode CSV bytes and return the text and the encoding used.
 
@@ -129,17 +153,7 @@ def decode_csv(data: bytes, encoding: str | None = None) -> tuple[str, str]:
     FileRejected rather than guess, never replaces undecodable bytes, and
     rejects binary data before trying any encoding on it.
     """
-    name = None
-    if encoding:
-        try:
-            name = codecs.lookup(encoding).name
-        except LookupError:
-            raise FileRejected(
-                f"Unknown encoding {encoding!r}. Choose one of {_choices_text()}."
-            ) from None
-    else:
-        marked = (found for mark, found in _BYTE_ORDER_MARKS if data.startswith(mark))
-        name = next(marked, None)
+    name = _named_encoding(data[:_SNIFF_CHARS], encoding)
     if name is None or _is_ascii_compatible(name):
         # Bytes below 0x20 are the same control characters in UTF-8, GB18030
         # and Windows-1252, and Latin-1 maps every byte to one character.
@@ -198,27 +212,45 @@ def _csv_error_message(error: csv.Error, line: int) -> str:
     )
 
 
-def _parse(text: str, delimiter: str) -> Table:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    table: Table | None = None
-    count = 0
+def iter_csv_records(
+    lines: Iterable[str], delimiter: str
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield each CSV record with the file line it starts on.
+
+    ``lines`` must keep their line endings, as ``io.StringIO(text,
+    newline="")`` gives them, so quoted cells can span lines. Raises
+    FileRejected naming the line of a record that cannot be read.
+    """
+    reader = csv.reader(lines, delimiter=delimiter)
     while True:
         start_line = reader.line_num + 1
         try:
             record = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as error:
             raise FileRejected(_csv_error_message(error, start_line)) from None
-        if table is None:
-            table = Table(headers=record, delimiter=delimiter)
-            continue
-        if not any(cell.strip() for cell in record):
+        yield start_line, record
+
+
+def _is_blank(record: list[str]) -> bool:
+    return not any(cell.strip() for cell in record)
+
+
+def _parse(text: str, delimiter: str) -> Table:
+    records = iter_csv_records(io.StringIO(text, newline=""), delimiter)
+    first = next(records, None)
+    if first is None:
+        return Table(headers=[], delimiter=delimiter)
+    table = Table(headers=first[1], delimiter=delimiter)
+    count = 0
+    for line, record in records:
+        if _is_blank(record):
             continue
         count += 1
         check_row_count(count)
-        table.rows.append(SourceRow(line=start_line, cells=tuple(record)))
-    return table or Table(headers=[], delimiter=delimiter)
+        table.rows.append(SourceRow(line=line, cells=tuple(record)))
+    return table
 
 
 def read_csv(data: bytes, encoding: str | None = None) -> Table:
@@ -227,3 +259,157 @@ def read_csv(data: bytes, encoding: str | None = None) -> Table:
     table = _parse(text, sniff_delimiter(text))
     table.encoding = used
     return table
+
+
+# Bytes read from the file at a time when streaming: large enough that the
+# per-block work is negligible, small enough to keep memory flat.
+_BLOCK_BYTES = 1024 * 1024
+# A streamed file that is not UTF-8 is matched against the legacy encodings
+# on at most this many bytes: the whole file when it is smaller, else its
+# lines that contain bytes above 0x7F.
+_DETECTION_SAMPLE_BYTES = 4 * 1024 * 1024
+
+
+def _decode_blocks(stream: BinaryIO, encoding: str) -> Iterator[str]:
+    """Yield a binary stream's text block by block, decoded strictly.
+
+    Raises FileRejected with the byte position of the first invalid byte.
+    A byte order mark at the start is dropped.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    consumed = 0
+    first = True
+    while True:
+        block = stream.read(_BLOCK_BYTES)
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as error:
+            position = consumed - pending + error.start
+            raise FileRejected(_invalid_encoding_message(encoding, position)) from None
+        consumed += len(block)
+        if first and text:
+            text = text.removeprefix("\ufeff")
+            first = False
+        if text:
+            yield text
+        if not block:
+            return
+
+
+def _split_lines(blocks: Iterable[str]) -> Iterator[str]:
+    """Yield the lines of text given in blocks, each with its line ending.
+
+    Lines split as ``io.StringIO(text, newline="")`` splits them, at LF,
+    CR and CR LF. The last line of each block waits for the next block,
+    because it may continue there (a CR may be followed by an LF).
+    """
+    # Parts of the unfinished line, joined only once a line end arrives, so
+    # a very long line costs linear time.
+    pending: list[str] = []
+    for block in blocks:
+        if "\n" not in block and "\r" not in block:
+            pending.append(block)
+            continue
+        lines = io.StringIO("".join(pending) + block, newline="").readlines()
+        pending = [lines.pop()]
+        yield from lines
+    yield from io.StringIO("".join(pending), newline="")
+
+
+def _is_utf8(stream: BinaryIO) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    try:
+        while block := stream.read(_BLOCK_BYTES):
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _detection_sample(stream: BinaryIO, size: int) -> bytes:
+    """Return the bytes to detect a legacy encoding on (see the limit above)."""
+    if size <= _DETECTION_SAMPLE_BYTES:
+        return stream.read()
+    sample = bytearray()
+    # Splitting at LF is safe: no multi-byte GB18030 or Windows-1252
+    # character contains the byte 0x0A.
+    for line in stream:
+        if not line.isascii():
+            sample += line
+            if len(sample) >= _DETECTION_SAMPLE_BYTES:
+                break
+    return bytes(sample)
+
+
+class CsvStream:
+    """A CSV file read from storage block by block, any number of times.
+
+    The encoding and delimiter are decided once, when the object is made,
+    by the same rules as ``decode_csv`` and ``sniff_delimiter``. A file that
+    is not UTF-8 is read once more to check it, and its legacy encoding is
+    detected on a sample (see ``_DETECTION_SAMPLE_BYTES``).
+    """
+
+    def __init__(
+        self,
+        open_file: Callable[[], BinaryIO],
+        size: int,
+        encoding: str | None = None,
+    ) -> None:
+        self._open = open_file
+        self.encoding = self._decide_encoding(size, encoding)
+        self.delimiter = sniff_delimiter(self._head_text())
+
+    def _decide_encoding(self, size: int, encoding: str | None) -> str:
+        with self._open() as stream:
+            head = stream.read(_SNIFF_CHARS)
+        name = _named_encoding(head, encoding)
+        if name is None or _is_ascii_compatible(name):
+            _reject_binary(head.decode("latin-1"))
+        if name is not None:
+            return name
+        with self._open() as stream:
+            if _is_utf8(stream):
+                return "utf-8"
+        with self._open() as stream:
+            sample = _detection_sample(stream, size)
+        return _detect_legacy_encoding(sample)
+
+    def _head_text(self) -> str:
+        """Return the first characters of the text, enough to sniff the delimiter.
+
+        One character past the sniffing sample lets ``sniff_delimiter`` see
+        that the text goes on.
+        """
+        head = ""
+        with self._open() as stream:
+            for block in _decode_blocks(stream, self.encoding):
+                head += block
+                if len(head) > _SNIFF_CHARS:
+                    break
+        _reject_binary(head[:_SNIFF_CHARS])
+        return head[: _SNIFF_CHARS + 1]
+
+    @contextmanager
+    def rows(self) -> Iterator[tuple[list[str], Iterator[SourceRow]]]:
+        """Open the file and return its header row and an iterator of data rows.
+
+        Blank rows are skipped. The file closes when the block ends. Reading
+        raises FileRejected for bytes invalid in the encoding and for lines
+        that are not valid CSV.
+        """
+        with self._open() as stream:
+            lines = _split_lines(_decode_blocks(stream, self.encoding))
+            records = iter_csv_records(lines, self.delimiter)
+            first = next(records, None)
+            headers = first[1] if first is not None else []
+            yield (
+                headers,
+                (
+                    SourceRow(line=line, cells=tuple(record))
+                    for line, record in records
+                    if not _is_blank(record)
+                ),
+            )

@@ -59,53 +59,79 @@ def program_zone() -> ZoneInfo:
     return ZoneInfo(settings.TIME_ZONE)
 
 
+class DateOrderEvidence:
+    """What a column's slash dates show about their day/month order.
+
+    Values are added one at a time, so a file can be read in chunks. Only
+    the first example of each kind is kept, so memory does not grow with
+    the number of values.
+    """
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.examples: dict[str, str] = {}
+        self.ambiguous: str | None = None
+
+    def add(self, text: str) -> None:
+        match = _SLASHED.fullmatch(text)
+        if match is None:
+            return
+        first, second = int(match["part1"]), int(match["part2"])
+        if first > 12 >= second:
+            self.examples.setdefault(DAY_FIRST, text)
+        elif second > 12 >= first:
+            self.examples.setdefault(MONTH_FIRST, text)
+        elif first != second:
+            self.ambiguous = self.ambiguous or text
+
+    def decide(self, chosen: str | None) -> str | None:
+        """Return the order for the column, or None if it has no slash dates.
+
+        A ``chosen`` order wins unless a date fits only the other order.
+        Raises FileRejected in that case, when the values disagree, or when
+        all of them are ambiguous and nothing was chosen.
+        """
+        column, examples = self.column, self.examples
+        if len(examples) == 2:
+            raise FileRejected(
+                f"Column {column} mixes day-first ({examples[DAY_FIRST]!r}) and "
+                f"month-first ({examples[MONTH_FIRST]!r}) dates. Use one order in "
+                "the whole file and import again."
+            )
+        if chosen:
+            (other,) = {DAY_FIRST, MONTH_FIRST} - {chosen}
+            if other in examples:
+                raise FileRejected(
+                    f"Column {column} has dates such as {examples[other]!r} that "
+                    f"fit only the {_ORDER_NAMES[other]} order, but "
+                    f"{_ORDER_NAMES[chosen]} was chosen. Choose "
+                    f"{_ORDER_NAMES[other]} or let the import detect the order, "
+                    "and import again."
+                )
+            return chosen
+        if examples:
+            return next(iter(examples))
+        if self.ambiguous:
+            raise FileRejected(
+                f"Column {column} has dates such as {self.ambiguous!r} that are "
+                "ambiguous (day/month): every date in it fits both day-first and "
+                "month-first. Choose the date order (day first or month first) "
+                "and import again."
+            )
+        return None
+
+
 def decide_date_order(
     values: Iterable[str], column: str, chosen: str | None
 ) -> str | None:
     """Return the day/month order for a column's slash dates, or None if unused.
 
-    A ``chosen`` order wins unless a date fits only the other order. Raises
-    FileRejected in that case, when the values disagree, or when all of
-    them are ambiguous and nothing was chosen.
+    See ``DateOrderEvidence.decide`` for the rules and the errors raised.
     """
-    examples: dict[str, str] = {}
-    ambiguous = None
+    evidence = DateOrderEvidence(column)
     for text in values:
-        match = _SLASHED.fullmatch(text)
-        if match is None:
-            continue
-        first, second = int(match["part1"]), int(match["part2"])
-        if first > 12 >= second:
-            examples.setdefault(DAY_FIRST, text)
-        elif second > 12 >= first:
-            examples.setdefault(MONTH_FIRST, text)
-        elif first != second:
-            ambiguous = ambiguous or text
-    if len(examples) == 2:
-        raise FileRejected(
-            f"Column {column} mixes day-first ({examples[DAY_FIRST]!r}) and "
-            f"month-first ({examples[MONTH_FIRST]!r}) dates. Use one order in "
-            "the whole file and import again."
-        )
-    if chosen:
-        (other,) = {DAY_FIRST, MONTH_FIRST} - {chosen}
-        if other in examples:
-            raise FileRejected(
-                f"Column {column} has dates such as {examples[other]!r} that fit "
-                f"only the {_ORDER_NAMES[other]} order, but {_ORDER_NAMES[chosen]} "
-                f"was chosen. Choose {_ORDER_NAMES[other]} or let the import detect "
-                "the order, and import again."
-            )
-        return chosen
-    if examples:
-        return next(iter(examples))
-    if ambiguous:
-        raise FileRejected(
-            f"Column {column} has dates such as {ambiguous!r} that are ambiguous "
-            "(day/month): every date in it fits both day-first and month-first. "
-            "Choose the date order (day first or month first) and import again."
-        )
-    return None
+        evidence.add(text)
+    return evidence.decide(chosen)
 
 
 def _offset(text: str | None) -> dt.tzinfo:

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from members.models import Channel, ChannelIdentity
+from django.db.models import Case, IntegerField, OuterRef, Subquery, Value, When
+
+from members.models import Channel, ChannelIdentity, ImportedMember
 
 T = TypeVar("T")
 # Values per IN (...) list: below SQLite's historical limit of 999 query
@@ -68,4 +70,38 @@ def identities_for(external_ids: Iterable[str]) -> list[tuple[int, str, int]]:
                 "channel_id", "external_id", "member_id"
             )
         )
+    return found
+
+
+def identities_with_batch_lines(
+    external_ids: Iterable[str], batch_id: int | None
+) -> dict[tuple[int, str], tuple[int, int | None]]:
+    """Return {(channel id, external id): (member id, line)} for these ids.
+
+    ``line`` is set when the identity was created by import batch
+    ``batch_id``: it is the line of that batch's ImportedMember row for the
+    member, the line that created the identity. It is None otherwise.
+    """
+    queryset = ChannelIdentity.objects.all()
+    if batch_id is not None:
+        batch_line = ImportedMember.objects.filter(
+            batch_id=batch_id, member_id=OuterRef("member_id")
+        ).values("line")[:1]
+        queryset = queryset.annotate(
+            batch_line=Case(
+                When(import_batch_id=batch_id, then=Subquery(batch_line)),
+                default=Value(None, output_field=IntegerField()),
+            )
+        )
+    else:
+        queryset = queryset.annotate(
+            batch_line=Value(None, output_field=IntegerField())
+        )
+    found: dict[tuple[int, str], tuple[int, int | None]] = {}
+    for chunk in chunked(sorted(set(external_ids))):
+        rows = queryset.filter(external_id__in=chunk).values_list(
+            "channel_id", "external_id", "member_id", "batch_line"
+        )
+        for channel_id, external_id, member_id, line in rows:
+            found[(channel_id, external_id)] = (member_id, line)
     return found

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -19,6 +19,13 @@ class Status(StrEnum):
     ALREADY_IMPORTED = "already imported"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class SkippedIssue(RowIssue):
+    """A line that was not saved because it is a duplicate or already imported."""
+
+    status: Status = Status.DUPLICATE
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,9 @@ class ImportReport:
     ``refused`` is the reason a whole file was rejected, with nothing saved.
     ``rejections`` lists every problem of rejected lines, and a line can have
     several. ``skipped`` lists duplicates and already imported lines, which
-    are not errors.
+    are not errors. ``batch_id`` is the ImportBatch that recorded a
+    confirmed import, and ``recorded`` is set once ``batches.add_chunk`` has
+    stored this report's counts and issues in it.
     """
 
     kind: str
@@ -49,11 +58,13 @@ class ImportReport:
     delimiter: str | None = None
     lines: list[LineOutcome] = field(default_factory=list)
     rejections: list[RowIssue] = field(default_factory=list)
-    skipped: list[RowIssue] = field(default_factory=list)
+    skipped: list[SkippedIssue] = field(default_factory=list)
     channels_created: list[str] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     member_ids: set[int] = field(default_factory=set)
     counts: Counter[Status] = field(default_factory=Counter)
+    batch_id: int | None = None
+    recorded: bool = False
 
     def add_line(
         self, line: int, status: Status, values: dict[str, str] | None = None
@@ -68,7 +79,9 @@ class ImportReport:
             self.add_line(line, Status.REJECTED)
 
     def skip(self, issue: RowIssue, status: Status) -> None:
-        self.skipped.append(issue)
+        self.skipped.append(
+            SkippedIssue(issue.line, issue.column, issue.value, issue.reason, status)
+        )
         self.add_line(issue.line, status)
 
     @property
@@ -109,25 +122,38 @@ class ImportReport:
 ISSUES_CSV_HEADERS = ("line", "status", "column", "value", "reason")
 
 
-def issues_csv(report: ImportReport) -> bytes:
-    """Return the rejected and skipped lines as a UTF-8 CSV for Excel.
+class _Echo:
+    """A file-like object whose ``write`` returns the text, for streaming CSV."""
 
-    Values come from the uploaded file, so formula-like text is quoted the
-    same way as in exports.
+    def write(self, text: str) -> str:
+        return text
+
+
+def issues_csv_lines(
+    issues: Iterable[tuple[int, str, str, str, str]],
+) -> Iterator[str]:
+    """Yield the lines of the issues CSV, header first, without building it whole.
+
+    Each issue is (line, status, column, value, reason). Values come from
+    the uploaded file, so formula-like text is quoted the same way as in
+    exports. The first line starts with a byte order mark, so that Excel
+    reads the file as UTF-8 and shows Chinese text correctly.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(ISSUES_CSV_HEADERS)
-    statuses = {outcome.line: outcome.status for outcome in report.lines}
-    issues = sorted(report.rejections + report.skipped, key=lambda issue: issue.line)
-    for issue in issues:
-        writer.writerow(
-            [
-                issue.line,
-                str(statuses.get(issue.line, Status.REJECTED)),
-                issue.column,
-                quote_formula(issue.value),
-                issue.reason,
-            ]
-        )
-    return buffer.getvalue().encode("utf-8-sig")
+    writer = csv.writer(_Echo())
+    yield "\ufeff" + writer.writerow(ISSUES_CSV_HEADERS)
+    for line, status, column, value, reason in issues:
+        yield writer.writerow([line, status, column, quote_formula(value), reason])
+
+
+def issues_csv(report: ImportReport) -> bytes:
+    """Return the rejected and skipped lines as a UTF-8 CSV for Excel."""
+    rejected = [
+        (issue.line, str(Status.REJECTED), issue.column, issue.value, issue.reason)
+        for issue in report.rejections
+    ]
+    skipped = [
+        (issue.line, str(issue.status), issue.column, issue.value, issue.reason)
+        for issue in report.skipped
+    ]
+    issues = sorted(rejected + skipped, key=lambda issue: issue[0])
+    return "".join(issues_csv_lines(issues)).encode("utf-8")

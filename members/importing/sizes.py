@@ -22,9 +22,13 @@ def megabytes(size: int, *, round_up: bool = False) -> str:
     return f"{tenths / 10:,.1f}".removesuffix(".0")
 
 
-def size_limit_message(size: int) -> str | None:
-    """Return why a file of ``size`` bytes is too large, or None if it is not."""
-    max_bytes = settings.CRM_IMPORT_MAX_BYTES
+def size_limit_message(size: int, max_bytes: int | None = None) -> str | None:
+    """Return why a file of ``size`` bytes is too large, or None if it is not.
+
+    The limit is ``max_bytes``, by default settings.CRM_IMPORT_MAX_BYTES.
+    """
+    if max_bytes is None:
+        max_bytes = settings.CRM_IMPORT_MAX_BYTES
     if size <= max_bytes:
         return None
     return (

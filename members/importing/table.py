@@ -32,9 +32,14 @@ class Table:
     delimiter: str | None = None
 
 
-def check_row_count(count: int) -> None:
-    """Raise FileRejected once a file has more data rows than the setting allows."""
-    max_rows = settings.CRM_IMPORT_MAX_ROWS
+def check_row_count(count: int, max_rows: int | None = None) -> None:
+    """Raise FileRejected once a file has more data rows than ``max_rows``.
+
+    The limit defaults to settings.CRM_IMPORT_MAX_ROWS, the limit of files
+    read into memory.
+    """
+    if max_rows is None:
+        max_rows = settings.CRM_IMPORT_MAX_ROWS
     if count > max_rows:
         raise FileRejected(
             f"The file has more than {max_rows:,} data rows. "

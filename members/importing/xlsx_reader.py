@@ -3,6 +3,8 @@
 The archive's directory is checked before any part is inflated. openpyxl
 parses XML through defusedxml when that package is installed, which makes
 entity declarations ("billion laughs") an error instead of a memory blow-up.
+``read_xlsx`` reads bytes held in memory, and ``XlsxStream`` reads a stored
+file row by row, any number of times.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import math
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from typing import BinaryIO
 from xml.etree.ElementTree import ParseError
 
 import openpyxl
@@ -191,17 +195,21 @@ def _reject_merged_cells(ranges: list[str], headers: list[str]) -> None:
     )
 
 
+def _require_defusedxml() -> None:
+    if not openpyxl.DEFUSEDXML:
+        raise ImproperlyConfigured(
+            "XLSX import needs the defusedxml package (and OPENPYXL_DEFUSEDXML "
+            "not set to False) so that openpyxl rejects XML entity expansion."
+        )
+
+
 def read_xlsx(data: bytes) -> Table:
     """Read the active sheet of an XLSX file into a Table of text cells.
 
     Raises FileRejected for a damaged, hostile or oversized file and for a
     sheet with merged cells.
     """
-    if not openpyxl.DEFUSEDXML:
-        raise ImproperlyConfigured(
-            "XLSX import needs the defusedxml package (and OPENPYXL_DEFUSEDXML "
-            "not set to False) so that openpyxl rejects XML entity expansion."
-        )
+    _require_defusedxml()
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
@@ -228,3 +236,83 @@ def read_xlsx(data: bytes) -> Table:
             raise FileRejected(NOT_SAFE_MESSAGE) from None
     _reject_merged_cells(ranges, table.headers)
     return table
+
+
+def _data_rows(rows: Iterator[tuple]) -> Iterator[SourceRow]:
+    """Yield the non-blank rows after the header, turning read errors into
+    FileRejected."""
+    try:
+        for line, row in enumerate(rows, start=2):
+            cells, numeric = _row_cells(row)
+            if any(cell.strip() for cell in cells):
+                yield SourceRow(line=line, cells=cells, numeric=numeric)
+    except _READ_ERRORS as error:
+        logger.info("xlsx rejected as unreadable error=%r", error)
+        raise FileRejected(NOT_SAFE_MESSAGE) from None
+
+
+class XlsxStream:
+    """The active sheet of a stored XLSX file, read row by row any number of times.
+
+    The archive's sizes and the sheet's merged cells are checked once, when
+    the object is made, with the same rules as ``read_xlsx``.
+
+    NOTE: memory is flat in the rows only for cells stored inline or as
+    numbers. openpyxl 3.1 loads the workbook's whole shared-string table,
+    so a sheet of distinct text cells (unique references, names) takes
+    memory in proportion to them; CSV streams without that limit.
+    """
+
+    encoding = None
+    delimiter = None
+
+    def __init__(self, open_file: Callable[[], BinaryIO]) -> None:
+        _require_defusedxml()
+        self._open = open_file
+        with open_file() as stream:
+            try:
+                archive = zipfile.ZipFile(stream)
+            except zipfile.BadZipFile:
+                raise FileRejected(NOT_SAFE_MESSAGE) from None
+            with archive:
+                check_archive(archive)
+                with self.rows() as (headers, _rows):
+                    pass
+                try:
+                    ranges = find_merged_ranges(archive, self._sheet_path)
+                except _READ_ERRORS as error:
+                    logger.info("xlsx rejected as unreadable error=%r", error)
+                    raise FileRejected(NOT_SAFE_MESSAGE) from None
+        _reject_merged_cells(ranges, headers)
+
+    @contextmanager
+    def rows(self) -> Iterator[tuple[list[str], Iterator[SourceRow]]]:
+        """Open the file and return its header row and an iterator of data rows.
+
+        Blank rows are skipped, and the file closes when the block ends.
+        """
+        with self._open() as stream:
+            try:
+                workbook = openpyxl.load_workbook(
+                    stream, read_only=True, data_only=True
+                )
+                sheet = workbook.active
+            except _READ_ERRORS as error:
+                logger.info("xlsx rejected as unreadable error=%r", error)
+                raise FileRejected(NOT_SAFE_MESSAGE) from None
+            try:
+                # See read_xlsx: without this, rows are padded to the width
+                # the sheet claims.
+                sheet.reset_dimensions()
+                # NOTE: _worksheet_path is private in openpyxl 3.1.
+                self._sheet_path = sheet._worksheet_path
+                rows = sheet.iter_rows()
+                try:
+                    first = next(rows, None)
+                except _READ_ERRORS as error:
+                    logger.info("xlsx rejected as unreadable error=%r", error)
+                    raise FileRejected(NOT_SAFE_MESSAGE) from None
+                headers = list(_row_cells(first)[0]) if first is not None else []
+                yield headers, _data_rows(rows)
+            finally:
+                workbook.close()
