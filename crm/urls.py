@@ -3,8 +3,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from members import api as members_api
+from tiers import admin_dashboard
 
 urlpatterns = [
+    # The admin home with the operations dashboard, and the dashboard page.
+    # They come first, so /admin/ reaches them before the stock index.
+    path("admin/", include(admin_dashboard.urlpatterns)),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("members.urls")),

@@ -13,6 +13,7 @@ from crm import demo
 from members.importing.service import import_file
 from members.links import member_page_url
 from members.models import Member
+from tiers.dashboard import record_tier_snapshot
 from tiers.evaluation import evaluate
 from tiers.models import Tier
 
@@ -73,6 +74,9 @@ class Command(BaseCommand):
         # below open pages that already show the benefits.
         issued = issue_for_tier_changes()
         self.stdout.write(f"Issued {issued.get('grants', 0)} benefit grants.")
+        # The dashboard's chart over time starts with today's counts; the
+        # daily job adds a day each night.
+        record_tier_snapshot(day=timezone.localdate())
 
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(
