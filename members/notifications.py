@@ -16,6 +16,12 @@ and other keys are stored but not shown:
 * benefit_expiring: ``benefit`` and ``expires_at``, and optionally ``code``.
 * review_warning: ``tier``, ``review_at`` and ``shortfall``, as stored on
   the ReviewWarning.
+* nudge: ``goal``, ``tier`` and ``shortfall`` (a tree pruned by
+  tiers.warnings.unmet_requirements()). With the goal "reach", ``tier`` is
+  the next tier and ``projected_on`` the date the pace reaches it, if any.
+  With the goal "keep", ``tier`` is the member's tier, ``review_at`` the
+  review that decides it and ``in_grace`` whether that is the end of a grace
+  period. The shortfall is then what the pace still misses by that moment.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from members.delivery import configured_backends
 from members.models import Member, OutboxMessage
 from tiers.formatting import format_date
 from tiers.models import ReviewWarning, Tier, TierChange
+from tiers.outlook import describe_unmet
 from tiers.warnings import warning_text
 
 logger = logging.getLogger(__name__)
@@ -57,6 +64,7 @@ REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     Topic.BENEFIT_ISSUED: ("benefit",),
     Topic.BENEFIT_EXPIRING: ("benefit", "expires_at"),
     Topic.REVIEW_WARNING: ("tier", "review_at", "shortfall"),
+    Topic.NUDGE: ("goal", "tier", "shortfall"),
 }
 
 
@@ -470,10 +478,40 @@ def _render_review_warning(params: Mapping[str, Any], language: str) -> Rendered
     return RenderedMessage(subject, warning_text(warning, language))
 
 
+def _render_nudge(params: Mapping[str, Any], language: str) -> RenderedMessage:
+    names = {"tier": params["tier"], "missing": describe_unmet(params["shortfall"])}
+    if params["goal"] == "keep":
+        names["date"] = format_date(_date(params["review_at"]))
+        subject = gettext("Keep your %(tier)s tier") % names
+        if params.get("in_grace"):
+            # Translators: "missing" is a shortfall such as "¥800 more net
+            # spend" and "date" a full date.
+            body = gettext(
+                "At your current pace you would still need %(missing)s when your "
+                "grace period ends on %(date)s to keep %(tier)s."
+            )
+        else:
+            body = gettext(
+                "At your current pace you would still need %(missing)s at your "
+                "review on %(date)s to keep %(tier)s."
+            )
+        return RenderedMessage(subject, body % names)
+    subject = gettext("You are close to %(tier)s") % names
+    pace = ""
+    if params.get("projected_on"):
+        pace = gettext("At your pace you get there by %(date)s.") % {
+            "date": format_date(_date(params["projected_on"]))
+        }
+    # Translators: "missing" is a shortfall such as "¥800 more net spend".
+    body = _join(gettext("You need %(missing)s to reach %(tier)s.") % names, pace)
+    return RenderedMessage(subject, body)
+
+
 _RENDERERS: dict[str, Callable[[Mapping[str, Any], str], RenderedMessage]] = {
     Topic.PROMOTION: _render_promotion,
     Topic.DEMOTION: _render_demotion,
     Topic.BENEFIT_ISSUED: _render_benefit_issued,
     Topic.BENEFIT_EXPIRING: _render_benefit_expiring,
     Topic.REVIEW_WARNING: _render_review_warning,
+    Topic.NUDGE: _render_nudge,
 }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.translation import get_language
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -17,8 +18,11 @@ from members.links import ExpiredMemberLink, MemberLinkError, member_from_token
 from members.models import Member
 from members.notifications import recent_in_app_messages
 from tiers.formatting import format_date, format_money
+from tiers.ladder import Ladder
 from tiers.models import ReviewWarning
+from tiers.outlook import member_pace
 from tiers.progress import member_progress
+from tiers.rendering import activity_label
 from tiers.warnings import warning_text
 
 logger = logging.getLogger(__name__)
@@ -45,7 +49,7 @@ def _recent_activity(member: Member) -> list[ActivityRow]:
         ActivityRow(
             date_text=format_date(activity.occurred_at),
             channel=str(activity.channel),
-            kind=activity.kind.name,
+            kind=activity_label(activity, get_language() or settings.LANGUAGE_CODE),
             # Visits, reviews and referrals carry no amount, so none is shown.
             amount_text=format_money(activity.amount) if activity.amount else "",
         )
@@ -116,9 +120,18 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
         logger.info("member page link rejected: %s", error)
         return link_error_response(request, error)
 
+    if member.merged_into_id is not None:
+        # The page names neither member: the link may be an old one passed on.
+        return keep_private(render(request, "members/merged.html"))
+
+    as_of = timezone.now()
+    # Loaded once for the progress bars and the pace, so the figures agree.
+    ladder = Ladder.load(as_of=as_of)
+    progress = member_progress(member, as_of, ladder=ladder)
     context: dict[str, object] = {
         "member": member,
-        "progress": member_progress(member),
+        "progress": progress,
+        "pace": member_pace(member, progress.as_of, ladder=ladder),
         "review_warning": _review_warning(member),
         **_benefits(member),
         "activities": _recent_activity(member),

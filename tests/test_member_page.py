@@ -371,18 +371,19 @@ def test_page_query_count_is_flat(
     client, alice, store, benefits, ladder, django_assert_num_queries
 ):
     url = member_page_url(alice)
-    # Fourteen queries:
+    # Fifteen queries:
     # - the member joined with its tier,
     # - the version in effect, its rule groups, requirements, tier rules
     #   joined with tiers, activity kinds and growth value weights (6),
     # - the metrics aggregate and the tier overrides in force,
+    # - the pace aggregate over recent days,
     # - the member's grants joined with benefits, the tier's benefits and
     #   the tier's pools (3),
     # - activities joined with channel and kind,
     # - the member's recent in-app messages.
     # Alice's tier has no review date, so no review warning is looked up,
     # and it has no pools, so no pool options are looked up either.
-    with django_assert_num_queries(14):
+    with django_assert_num_queries(15):
         client.get(url)
 
     for number in range(25):
@@ -391,7 +392,7 @@ def test_page_query_count_is_flat(
         perk = Benefit.objects.create(name=f"Perk {number}", kind="gift")
         perk.tiers.add(ladder["silver"])
 
-    with django_assert_num_queries(14):
+    with django_assert_num_queries(15):
         response = client.get(url)
     assert len(response.context["activities"]) == 10
     assert len(response.context["benefits"]) == 7
@@ -522,9 +523,9 @@ def test_page_retention_not_met(client, dan, store):
 
 
 def test_page_retention_query_count(client, dan, django_assert_num_queries):
-    # The same fourteen queries as without retention rules: the retention
+    # The same fifteen queries as without retention rules: the retention
     # check reuses the version and the metrics aggregate.
-    with django_assert_num_queries(14):
+    with django_assert_num_queries(15):
         client.get(member_page_url(dan))
 
 
@@ -657,7 +658,9 @@ def page_as_of(
 ) -> str:
     """Return the member page that the view renders as of ``as_of``."""
     monkeypatch.setattr(
-        views, "member_progress", lambda shown: member_progress(shown, as_of)
+        views,
+        "member_progress",
+        lambda shown, _as_of, **options: member_progress(shown, as_of, **options),
     )
     response = client.get(member_page_url(member), HTTP_ACCEPT_LANGUAGE=language)
     assert response.status_code == 200
@@ -804,15 +807,18 @@ def test_page_reviewed_tier_query_count(
     monkeypatch.setattr(
         views,
         "member_progress",
-        lambda shown: member_progress(shown, local(2025, 2, 5)),
+        lambda shown, _as_of, **options: member_progress(
+            shown, local(2025, 2, 5), **options
+        ),
     )
 
-    # The fourteen queries that test_page_query_count_is_flat lists, plus
+    # The fifteen queries that test_page_query_count_is_flat lists, plus
     # the metrics aggregate as of the review date (Erin's review is due, and
-    # a due review is judged on that date's metrics) and the review warning
-    # joined with its tier. The review and grace dates come with the member
+    # a due review is judged on that date's metrics), the review warning
+    # joined with its tier, and the overrides the pace projection checks
+    # for a reviewed tier. The review and grace dates come with the member
     # and the evaluation.
-    with django_assert_num_queries(16):
+    with django_assert_num_queries(18):
         response = client.get(member_page_url(erin))
 
     assert response.context["progress"].hold.in_grace
@@ -875,13 +881,15 @@ def test_page_warning_query_count(
     monkeypatch.setattr(
         views,
         "member_progress",
-        lambda shown: member_progress(shown, local(2025, 1, 10)),
+        lambda shown, _as_of, **options: member_progress(
+            shown, local(2025, 1, 10), **options
+        ),
     )
 
-    # The fifteen queries of test_page_reviewed_tier_query_count: the
-    # fourteen of test_page_query_count_is_flat and the warning joined with
-    # its tier.
-    with django_assert_num_queries(15):
+    # The fifteen of test_page_query_count_is_flat, the warning joined with
+    # its tier, and the overrides the pace projection checks for a reviewed
+    # tier.
+    with django_assert_num_queries(17):
         response = client.get(member_page_url(erin_at_risk))
 
     assert response.context["review_warning"] == (
@@ -930,3 +938,17 @@ def test_warning_admin_is_read_only(admin_client, erin_at_risk):
     assert add.status_code == 403
     assert delete.status_code == 403
     assert ReviewWarning.objects.filter(pk=warning.pk).exists()
+
+
+def test_merged_member_page_says_merged(client, alice, store):
+    kept = make_member(store, "KEPT-1", name="Kept Member")
+    alice.merged_into = kept
+    alice.save()
+
+    response = client.get(member_page_url(alice), HTTP_ACCEPT_LANGUAGE="en")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "This membership was merged" in html
+    assert "Kept Member" not in html
+    assert alice.name not in html

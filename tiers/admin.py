@@ -1390,3 +1390,6 @@ class ReviewWarningAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from tiers import admin_queues  # noqa: E402, F401  registers the work queues

@@ -992,6 +992,22 @@ class MemberOutlook(models.Model):
                 fields=["next_tier", "-progress"], name="outlook_near_promotion"
             ),
             models.Index(fields=["at_risk", "review_at"], name="outlook_at_risk"),
+            # The two work queues, in the order they list members. An
+            # ascending PostgreSQL index puts empty dates last by default.
+            models.Index(
+                "projected_on",
+                models.F("progress").desc(),
+                "member",
+                condition=Q(next_tier__isnull=False, progress__lt=100),
+                name="outlook_near_queue",
+            ),
+            models.Index(
+                "review_at",
+                "retention_progress",
+                "member",
+                condition=Q(at_risk=True),
+                name="outlook_risk_queue",
+            ),
         ]
 
     def __str__(self) -> str:

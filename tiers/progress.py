@@ -683,16 +683,20 @@ def build_progress(
     )
 
 
-def member_progress(member: Member, as_of: dt.datetime | None = None) -> MemberProgress:
+def member_progress(
+    member: Member, as_of: dt.datetime | None = None, *, ladder: Ladder | None = None
+) -> MemberProgress:
     """Evaluate ``member`` without saving and build its page's tier section.
 
     Costs seven queries: six to load the version in effect (the version,
-    groups, requirements, tier rules with tiers, activity kinds, weights) and
-    the metrics aggregate. A version with the "new_activity" policy adds one,
-    and growth value weights with a daily cap add one per growth value window.
+    groups, requirements, tier rules with tiers, activity kinds, weights),
+    unless ``ladder`` is given, and the metrics aggregate. A version with the
+    "new_activity" policy adds one, and growth value weights with a daily cap
+    add one per growth value window.
     """
     as_of = as_of or timezone.now()
-    ladder = Ladder.load(as_of=as_of)
+    if ladder is None:
+        ladder = Ladder.load(as_of=as_of)
     evaluation = explain_member(member, as_of, ladder)
     if evaluation.explanation is None:
         raise RuntimeError(
