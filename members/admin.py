@@ -40,7 +40,7 @@ from members.importing.plausibility import (
     check_quantity,
     signed_amount,
 )
-from members.importing.sizes import size_limit_message
+from members.importing.sizes import megabytes, size_limit_message
 from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
 from members.resources import ActivityResource, ImportResult, MemberResource
 from tiers.evaluation import MemberEvaluation, evaluate, explain_member
@@ -87,6 +87,22 @@ class FileImportForm(ImportForm):
         too_large = size_limit_message(upload.size)
         if too_large:
             raise ValidationError(too_large)
+        # The preview runs inside this request, so a larger file would keep
+        # the page loading for minutes and the server's memory high.
+        in_request = settings.CRM_IMPORT_ADMIN_MAX_BYTES
+        if upload.size > in_request:
+            raise ValidationError(
+                _(
+                    "The file is %(size)s MB, more than the %(limit)s MB this page "
+                    "previews at once. Use “Import a large file in the "
+                    "background” above: it checks the file in a background "
+                    "job and shows its progress."
+                )
+                % {
+                    "size": megabytes(upload.size, round_up=True),
+                    "limit": megabytes(in_request),
+                }
+            )
         return upload
 
 

@@ -40,6 +40,7 @@ from django.utils.translation import gettext_lazy
 
 from members.identity import EMAIL, suspected_duplicates
 from members.merging import (
+    GRANTS,
     MOVED_MODELS,
     STAYED_REASONS,
     MergeError,
@@ -248,6 +249,15 @@ class MemberMergeAdmin(admin.ModelAdmin):
                 "reason": STAYED_REASONS.get(label, "")
             }
             rows.append((_model_name(label), len(ids), reason))
+        ended = moved.get("ended_grants") or {}
+        if ended:
+            rows.append(
+                (
+                    _model_name(GRANTS),
+                    len(ended),
+                    _("ended by the merge, so their codes cannot be redeemed"),
+                )
+            )
         if not rows:
             return format_html("{}", _("Nothing moved."))
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)

@@ -7,12 +7,14 @@ confirmation page that counts what will be removed.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import OperationalError
 from django.http import (
     Http404,
     HttpRequest,
@@ -45,6 +47,8 @@ from members.models import ColumnMapping, ImportBatch, ImportIssue, ImportKind
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
+
+logger = logging.getLogger(__name__)
 
 # Maximum issues shown on a batch's page. The CSV download contains them all.
 SHOWN_ISSUES = 100
@@ -234,6 +238,18 @@ class ImportBatchAdmin(admin.ModelAdmin):
                 summary = rollback_batch(batch, request.user)
             except RollbackError as error:
                 self.message_user(request, error.message, messages.ERROR)
+            except OperationalError as error:
+                # SQLite raises "database is locked" once its busy timeout
+                # passes while another import holds the write lock, and
+                # PostgreSQL raises on a lock or statement timeout. The
+                # rollback's transaction is undone, so the batch stays APPLIED.
+                # Only the error's type is logged: a database message can
+                # quote row values, which may be personal data.
+                logger.warning(
+                    "import rollback failed batch=%d user_id=%s error=%s",
+                    batch.pk, request.user.pk, type(error).__name__,
+                )  # fmt: skip
+                self.message_user(request, _busy_message(batch), messages.ERROR)
             else:
                 self.message_user(request, _rollback_message(batch, summary))
             return redirect(change_url)
@@ -253,6 +269,14 @@ class ImportBatchAdmin(admin.ModelAdmin):
         )
 
 
+def _busy_message(batch: ImportBatch) -> str:
+    message = _(
+        "Import #%(id)s was not rolled back, and nothing was changed: another "
+        "import or job is writing to the database. Try again in a minute."
+    )
+    return message % {"id": batch.pk}
+
+
 def _rollback_message(batch: ImportBatch, summary: dict[str, Any]) -> str:
     """Return the message shown after a rollback, with its main counts."""
     counts = [
@@ -261,6 +285,7 @@ def _rollback_message(batch: ImportBatch, summary: dict[str, Any]) -> str:
         (_("members kept"), summary.get("members_kept")),
         (_("members restored"), summary.get("members_restored")),
         (_("identities deleted"), summary.get("identities_deleted")),
+        (_("tiers restored"), summary.get("tiers_restored")),
         (
             _("values changed since the import, left as they are"),
             summary.get("conflicts"),

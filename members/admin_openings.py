@@ -33,6 +33,7 @@ from members.importing.openings import (
     OpeningOptions,
     check_openings,
     confirm_openings,
+    tier_outcome_counts,
 )
 from members.importing.report import ImportReport
 from members.importing.sizes import size_limit_message
@@ -138,6 +139,7 @@ def _report_context(report: ImportReport) -> dict[str, Any]:
         ],
         "skipped": sorted(report.skipped, key=lambda issue: issue.line)[:SHOWN_LINES],
         "lines": [line for line in lines if line.values][:SHOWN_LINES],
+        "tier_counts": tier_outcome_counts(report),
         "shown_lines": SHOWN_LINES,
         "batch_url": _batch_url("change", report.batch_id),
         "issues_url": _batch_url("issues", report.batch_id),

@@ -86,7 +86,20 @@ def _members_by_email(emails: set[str]) -> dict[str, set[int]]:
     return found
 
 
-def match_members(channel: Channel, records: Iterable[ContactRecord]) -> dict[str, int]:
+@dataclass(frozen=True)
+class ContactMatch:
+    """The member a new external id is linked to, and the contact data that matched.
+
+    ``matched_by`` contains PHONE, EMAIL or both, in that order.
+    """
+
+    member_id: int
+    matched_by: tuple[str, ...]
+
+
+def match_contacts(
+    channel: Channel, records: Iterable[ContactRecord]
+) -> dict[str, ContactMatch]:
     """Return the member to link to each new external id, by external id.
 
     The records are ids of ``channel`` without a ChannelIdentity there. An
@@ -113,16 +126,23 @@ def match_members(channel: Channel, records: Iterable[ContactRecord]) -> dict[st
     by_phone = _members_by_phone(set().union(*phones.values()))
     by_email = _members_by_email(set().union(*emails.values()))
 
-    matches: dict[str, int] = {}
+    matches: dict[str, ContactMatch] = {}
     ambiguous = 0
     for external_id in sorted(phones.keys() | emails.keys()):
-        candidates: set[int] = set()
+        phone_members: set[int] = set()
         for phone in phones.get(external_id, ()):
-            candidates |= by_phone.get(phone, set())
+            phone_members |= by_phone.get(phone, set())
+        email_members: set[int] = set()
         for email in emails.get(external_id, ()):
-            candidates |= by_email.get(email, set())
+            email_members |= by_email.get(email, set())
+        candidates = phone_members | email_members
         if len(candidates) == 1:
-            matches[external_id] = candidates.pop()
+            matched_by = tuple(
+                kind
+                for kind, found in ((PHONE, phone_members), (EMAIL, email_members))
+                if found
+            )
+            matches[external_id] = ContactMatch(candidates.pop(), matched_by)
         elif candidates:
             ambiguous += 1
     logger.info(
@@ -133,6 +153,14 @@ def match_members(channel: Channel, records: Iterable[ContactRecord]) -> dict[st
         ambiguous,
     )
     return matches
+
+
+def match_members(channel: Channel, records: Iterable[ContactRecord]) -> dict[str, int]:
+    """Return the member id to link to each new external id (see match_contacts)."""
+    return {
+        external_id: match.member_id
+        for external_id, match in match_contacts(channel, records).items()
+    }
 
 
 # Suspected duplicates

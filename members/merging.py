@@ -15,15 +15,19 @@ the source and are listed under "stayed" in MemberMerge.moved:
 - A tier period that overlaps a period of the target in the same tier
   stays. Its grants move into the target's period, except a grant of a
   benefit the target already has in that period. A pool choice also stays
-  when the target chose from the same pool in that period.
+  when the target chose from the same pool in that period. A grant that
+  stays and could still be redeemed or issued (USABLE_STATUSES) is ended,
+  so one person cannot use the same benefit twice in one period. Its
+  previous status is recorded under "ended_grants".
 - A review warning stays when the target has one for the same review date.
 - The source's active override stays when the target has an active one
   too, because a member has at most one active override.
 
 MemberMerge rows are the audit trail: who merged, when, why and what
-moved. revert_merge() moves exactly the recorded rows back, restores the
-source's tier and the target fields the merge set (unless they changed
-since), and evaluates both members again.
+moved. revert_merge() moves exactly the recorded rows back, gives the
+ended grants their previous status, restores the source's tier and the
+target fields the merge set (unless they changed since), and evaluates
+both members again.
 """
 
 from __future__ import annotations
@@ -85,7 +89,8 @@ STAYED_REASONS = {
     ),
     GRANTS: gettext_lazy(
         "The kept member already has this benefit, or a choice from the same "
-        "pool, in the same tier period."
+        "pool, in the same tier period. Grants that were still usable are "
+        "ended, so their codes cannot be redeemed."
     ),
     WARNINGS: gettext_lazy(
         "The kept member already has a review warning for the same review date."
@@ -100,6 +105,14 @@ STAYED_REASONS = {
 PROFILE_FIELDS = ("name", "phone", "phone_e164", "email", "joined_on")
 TIER_FIELDS = ("tier_id", "tier_since", "review_at", "grace_until")
 
+# The statuses of a grant that could still be redeemed, or become
+# redeemable once it is approved or stock arrives.
+USABLE_STATUSES = (
+    Grant.Status.ISSUED,
+    Grant.Status.AWAITING_STOCK,
+    Grant.Status.AWAITING_APPROVAL,
+)
+
 
 class MergeError(Exception):
     """Raised when a merge or a revert is not allowed. The message gives the reason."""
@@ -112,8 +125,9 @@ class MergePlan:
     ``moves`` lists the ids of the rows that move, by model label.
     ``grant_periods`` maps each moving grant that changes period to its
     period and the target's period it moves into. ``stayed`` lists the rows
-    that stay with the source, by model label. ``profile`` maps each
-    target field that changes to its value and the new value.
+    that stay with the source, by model label. ``ended_grants`` maps each
+    staying grant that the merge ends to its current status. ``profile``
+    maps each target field that changes to its value and the new value.
     """
 
     source: Member
@@ -121,6 +135,7 @@ class MergePlan:
     moves: dict[str, list[int]] = field(default_factory=dict)
     grant_periods: dict[int, tuple[int, int]] = field(default_factory=dict)
     stayed: dict[str, list[int]] = field(default_factory=dict)
+    ended_grants: dict[int, str] = field(default_factory=dict)
     profile: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     takes_source_tier: bool = False
 
@@ -234,7 +249,9 @@ def _plan_benefits(plan: MergePlan) -> None:
 
     grants = Grant.objects.filter(member_id__in=[source_id, target_id]).order_by("pk")
     rows = list(
-        grants.values_list("pk", "member_id", "period_id", "benefit_id", "pool_id")
+        grants.values_list(
+            "pk", "member_id", "period_id", "benefit_id", "pool_id", "status"
+        )
     )
     slots = dict(grants.filter(pool__isnull=False).values_list("pk", "pool_slot"))
     target_rows = [row for row in rows if row[1] == target_id]
@@ -243,7 +260,7 @@ def _plan_benefits(plan: MergePlan) -> None:
     taken_slots: set[tuple[int, int, int | None]] = set()
     moving: list[int] = []
     stayed: list[int] = []
-    for pk, member_id, period_id, benefit_id, pool_id in rows:
+    for pk, member_id, period_id, benefit_id, pool_id, status in rows:
         if member_id != source_id:
             continue
         target_period = into.get(period_id)
@@ -257,6 +274,8 @@ def _plan_benefits(plan: MergePlan) -> None:
             or (slot is not None and slot in taken_slots)
         ):
             stayed.append(pk)
+            if status in USABLE_STATUSES:
+                plan.ended_grants[pk] = status
             continue
         taken_benefits.add((target_period, benefit_id))
         if slot is not None:
@@ -391,6 +410,40 @@ def _move_rows(plan: MergePlan) -> None:
         _move(Grant, grant_ids, source_id, target_id, period_id=period_id)
 
 
+def _end_stayed_grants(plan: MergePlan, now: dt.datetime) -> None:
+    """End the usable grants that stay with the source.
+
+    The target already has the same benefit in that period, so the
+    source's copy would let one person redeem it twice. A grant that
+    reserved stock while awaiting approval keeps it, so that a revert can
+    give the grant back exactly as it was.
+    """
+    # NOTE: until the merge is reverted, that reserved stock item is not
+    # available to other members.
+    for chunk in chunked(sorted(plan.ended_grants)):
+        Grant.objects.filter(
+            pk__in=chunk, member_id=plan.source.pk, status__in=USABLE_STATUSES
+        ).update(status=Grant.Status.ENDED, ended_at=now)
+
+
+def _restore_ended_grants(merge: MemberMerge) -> int:
+    """Give the grants the merge ended their previous status; return how many.
+
+    A grant is restored only while it is still ended and with the source,
+    so a change made to it since the merge stays.
+    """
+    by_status: dict[str, list[int]] = defaultdict(list)
+    for pk, status in merge.moved.get("ended_grants", {}).items():
+        by_status[status].append(int(pk))
+    restored = 0
+    for status, grant_ids in sorted(by_status.items()):
+        for chunk in chunked(sorted(grant_ids)):
+            restored += Grant.objects.filter(
+                pk__in=chunk, member_id=merge.source_id, status=Grant.Status.ENDED
+            ).update(status=status, ended_at=None)
+    return restored
+
+
 def _last_checks(source: Member) -> dict[str, Any]:
     """Return the explanation of the source's last change into its tier.
 
@@ -503,6 +556,7 @@ def merge_members(
         checks = _last_checks(source) if plan.takes_source_tier else {}
 
         _move_rows(plan)
+        _end_stayed_grants(plan, now)
         Member.objects.filter(pk=source.pk).update(
             merged_into=target,
             tier=None,
@@ -527,6 +581,9 @@ def merge_members(
                 str(pk): list(periods) for pk, periods in plan.grant_periods.items()
             },
             "stayed": plan.stayed,
+            "ended_grants": {
+                str(pk): status for pk, status in plan.ended_grants.items()
+            },
             "source_tier": source_tier,
             "target": {
                 "before": target_before,
@@ -640,6 +697,8 @@ def revert_merge(merge: MemberMerge, *, user: User) -> MemberMerge:
             now = timezone.now()
 
             missing = _move_back(merge)
+            not_restored = len(merge.moved.get("ended_grants", {}))
+            not_restored -= _restore_ended_grants(merge)
             updates, changed_since = _restore_target(merge, target, now)
             Member.objects.filter(pk=target.pk).update(updated_at=now, **updates)
             source_tier = merge.moved.get("source_tier", {})
@@ -657,6 +716,7 @@ def revert_merge(merge: MemberMerge, *, user: User) -> MemberMerge:
                 **merge.moved,
                 "revert": {
                     "not_found": missing,
+                    "ended_grants_not_restored": not_restored,
                     "edited_since": changed_since,
                     "tiers_evaluated": evaluated,
                 },
@@ -673,11 +733,13 @@ def revert_merge(merge: MemberMerge, *, user: User) -> MemberMerge:
             )
             % {"id": merge.pk, "error": error}
         ) from error
-    if missing:
+    if missing or not_restored:
         logger.warning(
-            "member merge revert found rows gone merge_id=%s not_found=%s",
+            "member merge revert found rows gone merge_id=%s not_found=%s "
+            "ended_grants_not_restored=%d",
             merge.pk,
             missing,
+            not_restored,
         )
     _log_moved(
         "reverted", merge, {k: len(merge.moved.get(k, [])) for k in MOVED_MODELS}

@@ -18,10 +18,20 @@ from django.utils import timezone, translation
 from rest_framework.test import APIClient
 
 from members.api_auth import issue_token
-from members.identity import ContactRecord, match_members
+from members.identity import EMAIL as BY_EMAIL
+from members.identity import PHONE as BY_PHONE
+from members.identity import ContactRecord, match_contacts, match_members
+from members.importing.batches import rollback_batch
 from members.importing.service import import_file
 from members.merging import merge_members
-from members.models import Activity, Channel, ChannelIdentity, Member
+from members.models import (
+    Activity,
+    Channel,
+    ChannelIdentity,
+    ImportBatch,
+    ImportedMember,
+    Member,
+)
 from tests.conftest import make_member
 
 PHONE = "+8613800138000"
@@ -104,6 +114,21 @@ def test_phone_and_email_of_one_member(tmall, lei):
     assert match_members(tmall, [record]) == {"T-1": lei.pk}
 
 
+def test_match_names_contact_data_used(tmall, lei):
+    records = [
+        ContactRecord("T-1", phone_e164=PHONE),
+        ContactRecord("T-2", email=EMAIL.upper()),
+        ContactRecord("T-3", phone_e164=PHONE, email=EMAIL),
+    ]
+
+    matches = match_contacts(tmall, records)
+
+    assert matches["T-1"].matched_by == (BY_PHONE,)
+    assert matches["T-2"].matched_by == (BY_EMAIL,)
+    assert matches["T-3"].matched_by == (BY_PHONE, BY_EMAIL)
+    assert {match.member_id for match in matches.values()} == {lei.pk}
+
+
 def test_channel_flags_choose_fields(tmall, lei):
     Channel.objects.filter(pk=tmall.pk).update(match_email=False)
     tmall.refresh_from_db()
@@ -168,10 +193,102 @@ def test_import_links_matched_row(tmall, lei):
     assert Member.objects.count() == 1
     identity = ChannelIdentity.objects.get(channel=tmall, external_id="T-77")
     assert identity.member == lei
+    assert lei.pk in report.member_ids
+
+
+def test_linked_row_keeps_member_profile(tmall, lei):
+    Member.objects.filter(pk=lei.pk).update(joined_on=dt.date(2023, 5, 1))
+
+    import_members(
+        "external_id,name,phone,email,channel,joined_at\n"
+        "T-77,Li Lei (Tmall),013800138000,LILEI@example.COM,tmall,2024-01-01\n"
+    )
+
+    lei.refresh_from_db()
+    assert lei.name == "Li Lei"
+    assert lei.phone == "138 0013 8000"
+    assert lei.phone_e164 == PHONE
+    assert lei.email == EMAIL
+    assert lei.joined_on == dt.date(2023, 5, 1)
+
+
+def test_linked_row_fills_empty_fields(tmall, lei):
+    Member.objects.filter(pk=lei.pk).update(name="", email="", joined_on=None)
+
+    import_members(
+        "external_id,name,phone,email,channel,joined_at\n"
+        "T-77,Li Lei (Tmall),13800138000,lei@tmall.example,tmall,2024-01-01\n"
+    )
+
     lei.refresh_from_db()
     assert lei.name == "Li Lei (Tmall)"
-    assert lei.joined_on == dt.date(2023, 1, 5)
-    assert lei.pk in report.member_ids
+    assert lei.email == "lei@tmall.example"
+    assert lei.phone == "138 0013 8000"
+    assert lei.joined_on == dt.date(2024, 1, 1)
+
+
+def test_linked_row_keeps_earlier_join_date(tmall, lei):
+    Member.objects.filter(pk=lei.pk).update(joined_on=dt.date(2023, 5, 1))
+
+    import_members(
+        "external_id,name,phone,email,channel,joined_at\n"
+        "T-77,Li Lei,13800138000,,tmall,2022-02-02\n"
+    )
+
+    lei.refresh_from_db()
+    assert lei.joined_on == dt.date(2022, 2, 2)
+
+
+def test_linked_line_says_how_it_matched(tmall, lei):
+    report = import_members(
+        "external_id,name,phone,email,channel,joined_at\n"
+        "T-77,Li Lei (Tmall),13800138000,,tmall,\n"
+        "T-78,,,lilei@example.com,tmall,\n"
+    )
+
+    lines = {line.line: line.values for line in report.lines}
+    assert lines[2]["match"] == (
+        "linked to an existing member by phone; kept the member's name"
+    )
+    assert lines[3]["match"] == "linked to an existing member by e-mail"
+
+
+def test_known_id_still_updates_member(tmall, lei):
+    ChannelIdentity.objects.create(member=lei, channel=tmall, external_id="T-77")
+
+    report = import_members(
+        "external_id,name,phone,email,channel,joined_at\n"
+        "T-77,Li Lei (Tmall),13800138001,,tmall,2024-01-01\n"
+    )
+
+    lei.refresh_from_db()
+    assert lei.name == "Li Lei (Tmall)"
+    assert lei.phone_e164 == "+8613800138001"
+    assert lei.joined_on == dt.date(2024, 1, 1)
+    assert "match" not in report.lines[0].values
+
+
+def test_linked_row_rollback_restores_fills(tmall, lei, django_user_model):
+    Member.objects.filter(pk=lei.pk).update(email="", joined_on=dt.date(2023, 5, 1))
+    staff = django_user_model.objects.create_user("staff", is_staff=True)
+
+    report = import_members(
+        "external_id,name,phone,email,channel,joined_at\n"
+        "T-77,Li Lei (Tmall),13800138000,lei@tmall.example,tmall,2022-02-02\n"
+    )
+
+    batch = ImportBatch.objects.get(pk=report.batch_id)
+    imported = ImportedMember.objects.get(batch=batch, member=lei)
+    assert imported.previous == {
+        "email": ["", "lei@tmall.example"],
+        "joined_on": ["2023-05-01", "2022-02-02"],
+    }
+    rollback_batch(batch, staff)
+    lei.refresh_from_db()
+    assert lei.email == ""
+    assert lei.joined_on == dt.date(2023, 5, 1)
+    assert lei.name == "Li Lei"
+    assert not ChannelIdentity.objects.filter(external_id="T-77").exists()
 
 
 def test_import_creates_member_when_ambiguous(tmall, lei, store):
@@ -327,7 +444,7 @@ def test_contact_data_not_logged(ladder, tmall_client, lei, caplog):
 
 
 def test_schema_documents_contact_fields(client, db):
-    response = client.get("/api/schema/", {"format": "json"})
+    response = client.get("/api/schema/", {"format": "json"}, HTTP_ACCEPT_LANGUAGE="en")
 
     event_schema = response.json()["components"]["schemas"]["Event"]["properties"]
     assert "phone" in event_schema

@@ -27,6 +27,7 @@ from members.importing.cleaning import ActivityRecord, MemberRecord
 from members.importing.member_writer import save_members
 from members.importing.report import ImportReport, Status
 from members.importing.service import import_file
+from members.importing.text import MAX_SHOWN_CHARS
 from members.models import (
     Activity,
     ActivityKind,
@@ -174,10 +175,10 @@ def test_refused_file_recorded_as_refused_batch(base):
 
 
 def test_unexpected_failure_leaves_failed_batch_only(base, ladder, monkeypatch):
-    def fail(member_ids):
+    def fail(member_ids, **options):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("members.importing.service.evaluate", fail)
+    monkeypatch.setattr("members.importing.batches.evaluate", fail)
 
     with pytest.raises(RuntimeError):
         import_file(CASES / "c17_transactions_bad_amount_row.csv", "activities")
@@ -205,7 +206,10 @@ def test_issue_values_are_truncated(base):
 
     issue = ImportIssue.objects.get(batch_id=report.batch_id)
     assert issue.column == "amount"
-    assert len(issue.value) == ISSUE_VALUE_MAX_LENGTH
+    # Values are cut for display before they are stored, below the column's cap.
+    assert len(issue.value) == MAX_SHOWN_CHARS
+    assert MAX_SHOWN_CHARS < ISSUE_VALUE_MAX_LENGTH
+    assert issue.value.endswith("…")
     assert issue.status == "rejected"
 
 

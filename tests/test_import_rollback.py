@@ -12,15 +12,20 @@ import threading
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone, translation
 from playwright.sync_api import expect
 
 from benefits.issuing import issue_for_tier_changes
 from benefits.models import Benefit, Grant
-from members.importing.batches import RollbackError, rollback_batch
+from members.importing.batches import (
+    RollbackError,
+    evaluate_and_record,
+    rollback_batch,
+)
 from members.importing.openings import import_openings
 from members.importing.service import import_file
 from members.models import (
@@ -29,10 +34,15 @@ from members.models import (
     ChannelIdentity,
     ImportBatch,
     ImportedMember,
+    ImportKind,
     Member,
 )
-from tests.conftest import CASES, record
-from tiers.models import TierChange
+from tests.conftest import CASES, record, standard_spec
+from tiers.evaluation import evaluate
+from tiers.ladder import Ladder
+from tiers.models import RuleVersion, TierChange
+from tiers.publishing import publish
+from tiers.rules import build
 
 BROWSER_PASSWORD = "pw-for-the-rollback-test"
 
@@ -474,3 +484,202 @@ def test_opening_balance_rollback_from_admin(base, ladder, importer_client):
     batch.refresh_from_db()
     assert batch.status == ImportBatch.Status.ROLLED_BACK
     assert not Activity.objects.filter(import_batch=batch).exists()
+
+
+# Tiers the import changed
+
+
+def publish_new_activity_rules(tiers) -> None:
+    """Publish the standard rules again, for new activity only, from now on."""
+    publish(
+        build(standard_spec(tiers)),
+        user=None,
+        reason="test set-up",
+        policy=RuleVersion.Policy.NEW_ACTIVITY,
+        effective_from=timezone.now() - dt.timedelta(minutes=1),
+        allow_past=True,
+    )
+
+
+def test_rollback_restores_tier_under_new_activity_policy(base, ladder, importer):
+    evaluate()
+    publish_new_activity_rules(ladder)
+    batch = import_batch(
+        purchases(("M0001", "1200.00", "P-1"), ("M0002", "50.00", "P-2")),
+        "activities",
+    )
+    assert member("M0001").tier == ladder["silver"]
+
+    summary = rollback_batch(batch, importer)
+
+    assert member("M0001").tier == ladder["bronze"]
+    assert summary["tiers_restored"] == 1
+    assert summary["tiers_changed"] == 1
+    assert summary["conflicts"] == 0
+    undone = TierChange.objects.get(
+        member=member("M0001"), explanation__import__rolled_back=True
+    )
+    assert undone.reason == TierChange.Reason.DEMOTION
+    assert undone.from_tier == ladder["silver"]
+
+
+def test_import_records_tier_change_per_member(base, ladder):
+    evaluate()
+    bronze = ladder["bronze"].pk
+
+    batch = import_batch(purchases(("M0001", "1200.00", "P-1")), "activities")
+
+    row = ImportedMember.objects.get(batch=batch)
+    assert row.member == member("M0001")
+    assert row.created is False
+    assert row.previous["tier"] == [bronze, ladder["silver"].pk]
+    assert set(row.previous) == {"tier", "tier_since", "review_at", "grace_until"}
+
+
+def test_member_import_merges_tier_into_row(base, ladder, importer):
+    data = b"external_id,channel,name\nM0001,store-xuhui,Lin X\n"
+
+    batch = import_batch(data, "members")
+
+    previous = ImportedMember.objects.get(batch=batch).previous
+    assert previous["name"] == ["Lin Xiaoyu", "Lin X"]
+    assert previous["tier"] == [None, ladder["bronze"].pk]
+    summary = rollback_batch(batch, importer)
+    lin = member("M0001")
+    assert lin.name == "Lin Xiaoyu"
+    assert lin.tier == ladder["bronze"]
+    assert summary["tiers_restored"] == 1
+    assert not TierChange.objects.filter(
+        member=lin, explanation__import__rolled_back=True
+    ).exists()
+
+
+def test_rollback_leaves_tier_changed_since(base, ladder, importer):
+    evaluate()
+    batch = import_batch(purchases(("M0001", "1200.00", "P-1")), "activities")
+    lin = member("M0001")
+    store = Channel.objects.get(code="store-xuhui")
+    record(lin, store, "purchase", timezone.now(), "60000", reference="BIG-1")
+    evaluate([lin.pk])
+    assert member("M0001").tier == ladder["platinum"]
+
+    summary = rollback_batch(batch, importer)
+
+    assert member("M0001").tier == ladder["platinum"]
+    assert summary["tiers_restored"] == 0
+    assert summary["conflicts"] == 1
+    assert summary["conflicted_members"] == [lin.pk]
+
+
+def test_evaluation_queries_fixed_per_chunk(base, ladder):
+    batch = ImportBatch.objects.create(
+        kind=ImportKind.ACTIVITIES,
+        status=ImportBatch.Status.RUNNING,
+        file_name="tiers.csv",
+    )
+    ids = sorted(Member.objects.values_list("pk", flat=True))
+    as_of = timezone.now()
+    rules = Ladder.load(as_of=as_of)
+
+    with CaptureQueriesContext(connection) as two:
+        evaluate_and_record(batch, ids[:2], ladder=rules, as_of=as_of)
+    ImportedMember.objects.filter(batch=batch).delete()
+    TierChange.objects.all().delete()
+    Member.objects.update(tier=None, tier_since=None, review_at=None)
+    with CaptureQueriesContext(connection) as four:
+        changed = evaluate_and_record(batch, ids, ladder=rules, as_of=as_of)
+
+    assert changed == 4
+    assert ImportedMember.objects.filter(batch=batch).count() == 4
+    assert len(four) == len(two)
+
+
+def test_confirmation_page_counts_tiers(base, ladder, importer_client):
+    evaluate()
+    batch = import_batch(purchases(("M0001", "1200.00", "P-1")), "activities")
+
+    response = importer_client.get(
+        reverse("admin:members_importbatch_rollback", args=[batch.pk])
+    )
+
+    content = response.content.decode()
+    assert "1 member gets back the tier it had before the import" in content
+
+
+def test_rollback_message_counts_restored_tiers(base, ladder, importer_client):
+    evaluate()
+    batch = import_batch(purchases(("M0001", "1200.00", "P-1")), "activities")
+    url = reverse("admin:members_importbatch_rollback", args=[batch.pk])
+
+    response = importer_client.post(url, follow=True)
+
+    messages = [str(m) for m in response.context["messages"]]
+    assert "tiers restored: 1" in messages[0]
+
+
+# Batches that are not finished, and a busy database
+
+
+def test_running_batch_is_not_rolled_back(base, importer_client):
+    batch = import_batch(purchases(("M0001", "20.00", "P-1")), "activities")
+    ImportBatch.objects.filter(pk=batch.pk).update(status=ImportBatch.Status.RUNNING)
+    url = reverse("admin:members_importbatch_rollback", args=[batch.pk])
+
+    page = importer_client.get(url)
+    response = importer_client.post(url, follow=True)
+
+    assert "Yes, roll back this import" not in page.content.decode()
+    messages = [str(m) for m in response.context["messages"]]
+    assert messages == [
+        f"Import #{batch.pk} is still running, so it was not rolled back. "
+        "Wait until it has finished, then roll it back."
+    ]
+    batch.refresh_from_db()
+    assert batch.status == ImportBatch.Status.RUNNING
+    assert Activity.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_rollback_while_database_busy(importer):
+    if connection.vendor != "postgresql":
+        pytest.skip("The lock timeout is set with a PostgreSQL setting.")
+    import_file(CASES / "base_members.csv", "members")
+    batch = import_batch(purchases(("M0001", "20.00", "P-1")), "activities")
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:
+        # Another import's transaction, holding the batch row.
+        try:
+            with transaction.atomic():
+                ImportBatch.objects.select_for_update().get(pk=batch.pk)
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait(30)
+    client = Client(headers={"accept-language": "en"})
+    client.force_login(importer)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '200ms'")
+    try:
+        response = client.post(
+            reverse("admin:members_importbatch_rollback", args=[batch.pk]),
+            follow=True,
+        )
+    finally:
+        release.set()
+        holder.join()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+    messages = [str(m) for m in response.context["messages"]]
+    assert response.status_code == 200
+    assert "another import or job is writing to the database" in messages[0]
+    assert "Try again in a minute." in messages[0]
+    batch.refresh_from_db()
+    assert batch.status == ImportBatch.Status.APPLIED
+    assert Activity.objects.count() == 1

@@ -49,10 +49,10 @@ def purchases_file(count: int, start: int = 1) -> bytes:
 
 
 def test_unexpected_error_saves_nothing(base, ladder, monkeypatch):
-    def fail(member_ids):
+    def fail(member_ids, **options):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("members.importing.service.evaluate", fail)
+    monkeypatch.setattr("members.importing.batches.evaluate", fail)
 
     with pytest.raises(RuntimeError):
         import_file(CASES / "c21_transactions_refund_pair.csv", "activities")
@@ -60,11 +60,11 @@ def test_unexpected_error_saves_nothing(base, ladder, monkeypatch):
     assert Activity.objects.count() == 0
 
 
-def test_unexpected_error_in_admin_path_is_reported(base, monkeypatch):
-    def fail(member_ids):
+def test_unexpected_error_in_admin_path_is_reported(base, ladder, monkeypatch):
+    def fail(member_ids, **options):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("members.importing.service.evaluate", fail)
+    monkeypatch.setattr("members.importing.batches.evaluate", fail)
     upload = UploadedFile(
         (CASES / "c20_transactions_duplicates.csv").read_bytes(), "csv"
     )
@@ -281,8 +281,10 @@ def test_member_import_queries_stay_flat(base, ladder, django_assert_max_num_que
     #   one aggregate,
     # - a savepoint, the locking SELECT of the members to write, one UPDATE
     #   per tier, 2 history INSERTs, 2 releases,
+    # - the tier fields read before and after the evaluation, and the
+    #   batch's imported-member rows for the tier changes, updated at once,
     # - the batch's counters and its status, 2 UPDATEs.
-    with django_assert_max_num_queries(30):
+    with django_assert_max_num_queries(33):
         report = import_file(members_file(200, start=100), "members", file_name="m.csv")
 
     assert report.created == 200
@@ -298,8 +300,9 @@ def test_activity_import_queries_stay_flat(base, ladder, django_assert_max_num_q
     # - evaluation: the version in effect, its rule groups, requirements,
     #   tier rules with tiers, kinds, weights, members, active overrides,
     #   one aggregate,
+    # - the tier fields read before and after the evaluation,
     # - the batch's counters and its status, 2 UPDATEs, and the release.
-    with django_assert_max_num_queries(21):
+    with django_assert_max_num_queries(23):
         report = import_file(purchases_file(200), "activities", file_name="buys.csv")
 
     assert report.created == 200

@@ -7,6 +7,7 @@ ladder where Gold needs a lifetime net spend of 5,000.00.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import tracemalloc
 from decimal import Decimal
@@ -16,7 +17,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
+from members.importing.batches import rollback_batch
 from members.importing.cleaning import RowIssue
 from members.importing.csv_reader import CsvStream
 from members.importing.errors import FileRejected
@@ -39,8 +42,9 @@ from members.models import (
     Member,
 )
 from tests.conftest import CASES, publish_spec
-from tiers.models import Tier, TierChange
-from tiers.rules import Need, TierSpec, VersionSpec
+from tiers.models import RuleVersion, Tier, TierChange
+from tiers.publishing import publish
+from tiers.rules import Need, TierSpec, VersionSpec, build
 
 ACTIVITY_HEADER = "external_id,occurred_at,amount,channel,kind,reference"
 # Every case file except the base members; a file whose name contains
@@ -615,3 +619,39 @@ def test_in_memory_file_bytes_unchanged(base):
 
     assert report.created == 3
     assert Member.objects.filter(name="张伟").exists()
+
+
+def test_streamed_rollback_restores_tier(base, ladder, tmp_path):
+    publish(
+        build(
+            VersionSpec(
+                tiers=[
+                    TierSpec(ladder["base"]),
+                    TierSpec(
+                        ladder["gold"], Need("net_spend", "5000", window="lifetime")
+                    ),
+                ]
+            )
+        ),
+        user=None,
+        reason="test set-up",
+        policy=RuleVersion.Policy.NEW_ACTIVITY,
+        effective_from=timezone.now() - dt.timedelta(minutes=1),
+        allow_past=True,
+    )
+    path = tmp_path / "gold.csv"
+    path.write_text(
+        f"{ACTIVITY_HEADER}\n"
+        "M0003,2024-03-01 10:00,3000.00,store-xuhui,purchase,P-1\n"
+        "M0003,2024-03-02 10:00,3000.00,store-xuhui,purchase,P-2\n"
+    )
+    report = import_path(path, "activities", chunk_rows=1)
+    assert member("M0003").tier == ladder["gold"]
+    batch = ImportBatch.objects.get(pk=report.batch_id)
+    previous = ImportedMember.objects.get(batch=batch).previous
+    assert previous["tier"] == [ladder["base"].pk, ladder["gold"].pk]
+
+    summary = rollback_batch(batch, None)
+
+    assert member("M0003").tier == ladder["base"]
+    assert summary["tiers_restored"] == 1

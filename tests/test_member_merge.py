@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from benefits.issuing import issue_for_tier_changes
 from benefits.models import Benefit, BenefitPool, Grant, TierBenefit, TierPeriod
+from benefits.redemption import RedemptionRejected, redeem
 from members.identity import suspected_duplicates
 from members.merging import (
     ACTIVITIES,
@@ -317,6 +318,118 @@ def test_clashing_grants_stay_with_source(pair, staff, ladder):
         str(pair["cake"].pk): [pair["sam_silver"].pk, tom_silver.pk],
         str(pair["choice"].pk): [pair["sam_silver"].pk, tom_silver.pk],
     }
+
+
+def stayed_issued(pair) -> list[Grant]:
+    """Sam's Silver coupon and free shipping from issuing, which clash with Tom's."""
+    return list(
+        Grant.objects.filter(member=pair["sam"], period=pair["sam_silver"])
+        .exclude(pk__in=[pair["cake"].pk, pair["choice"].pk])
+        .order_by("-benefit__name")
+    )
+
+
+def test_merge_ends_stayed_usable_grants(pair, staff):
+    tom, sam = pair["tom"], pair["sam"]
+    stayed = stayed_issued(pair)
+    assert [g.status for g in stayed] == [Grant.Status.ISSUED, Grant.Status.ISSUED]
+
+    merge = merge_members(sam, tom, user=staff, reason="same person")
+
+    assert merge.moved["ended_grants"] == {
+        str(g.pk): Grant.Status.ISSUED for g in stayed
+    }
+    for stayed_grant in stayed:
+        stayed_grant.refresh_from_db()
+        assert stayed_grant.status == Grant.Status.ENDED
+        assert stayed_grant.ended_at == merge.merged_at
+
+
+def test_merge_keeps_finished_stayed_grants(pair, staff):
+    tom, sam = pair["tom"], pair["sam"]
+    coupon, shipping = stayed_issued(pair)
+    Grant.objects.filter(pk=coupon.pk).update(
+        status=Grant.Status.REDEEMED, redeemed_at=days_ago(1)
+    )
+    Grant.objects.filter(pk=shipping.pk).update(status=Grant.Status.EXPIRED)
+
+    merge = merge_members(sam, tom, user=staff, reason="same person")
+
+    assert merge.moved["ended_grants"] == {}
+    assert Grant.objects.get(pk=coupon.pk).status == Grant.Status.REDEEMED
+    assert Grant.objects.get(pk=shipping.pk).status == Grant.Status.EXPIRED
+
+
+def test_stayed_code_not_redeemable(pair, staff):
+    tom, sam = pair["tom"], pair["sam"]
+    coupon = stayed_issued(pair)[0]
+    assert coupon.origin == Grant.Origin.WELCOME
+
+    merge_members(sam, tom, user=staff, reason="same person")
+
+    with pytest.raises(RedemptionRejected) as rejected:
+        redeem(code=coupon.code, user=staff)
+    assert rejected.value.code == "ended"
+    assert coupon.code in str(rejected.value)
+    assert Grant.objects.get(pk=coupon.pk).redeemed_at is None
+
+
+def test_revert_makes_stayed_code_redeemable(pair, staff):
+    tom, sam = pair["tom"], pair["sam"]
+    coupon = stayed_issued(pair)[0]
+
+    merge = merge_members(sam, tom, user=staff, reason="same person")
+    revert_merge(merge, user=staff)
+
+    coupon.refresh_from_db()
+    assert coupon.status == Grant.Status.ISSUED
+    assert coupon.ended_at is None
+    assert coupon.member == sam
+    redemption = redeem(code=coupon.code, user=staff)
+    assert redemption.grant.status == Grant.Status.REDEEMED
+    merge.refresh_from_db()
+    assert merge.moved["revert"]["ended_grants_not_restored"] == 0
+
+
+def test_revert_restores_awaiting_statuses(pair, staff):
+    tom, sam = pair["tom"], pair["sam"]
+    coupon, shipping = stayed_issued(pair)
+    Grant.objects.filter(pk=coupon.pk).update(
+        status=Grant.Status.AWAITING_APPROVAL,
+        issued_at=None,
+        approval_due_at=timezone.now() + dt.timedelta(days=3),
+        stock_taken=True,
+    )
+    Grant.objects.filter(pk=shipping.pk).update(
+        status=Grant.Status.AWAITING_STOCK, issued_at=None
+    )
+
+    merge = merge_members(sam, tom, user=staff, reason="same person")
+    assert merge.moved["ended_grants"] == {
+        str(coupon.pk): Grant.Status.AWAITING_APPROVAL,
+        str(shipping.pk): Grant.Status.AWAITING_STOCK,
+    }
+    assert Grant.objects.get(pk=coupon.pk).status == Grant.Status.ENDED
+    revert_merge(merge, user=staff)
+
+    coupon.refresh_from_db()
+    shipping.refresh_from_db()
+    assert coupon.status == Grant.Status.AWAITING_APPROVAL
+    assert coupon.stock_taken is True
+    assert shipping.status == Grant.Status.AWAITING_STOCK
+
+
+def test_revert_keeps_grant_changed_since(pair, staff):
+    tom, sam = pair["tom"], pair["sam"]
+    coupon = stayed_issued(pair)[0]
+
+    merge = merge_members(sam, tom, user=staff, reason="same person")
+    Grant.objects.filter(pk=coupon.pk).update(status=Grant.Status.EXPIRED)
+    revert_merge(merge, user=staff)
+
+    assert Grant.objects.get(pk=coupon.pk).status == Grant.Status.EXPIRED
+    merge.refresh_from_db()
+    assert merge.moved["revert"]["ended_grants_not_restored"] == 1
 
 
 def test_pool_choice_clash_stays(pair, staff, ladder):

@@ -216,15 +216,15 @@ def test_hostile_xlsx_gives_message_not_500(base, admin_client):
     assert "not a valid or safe Excel file" in preview.content.decode()
 
 
-def test_confirm_is_atomic_on_unexpected_error(base, admin_client, monkeypatch):
+def test_confirm_is_atomic_on_unexpected_error(base, ladder, admin_client, monkeypatch):
     preview = upload(
         admin_client, "admin:members_activity_import", "c20_transactions_duplicates.csv"
     )
 
-    def fail(member_ids):
+    def fail(member_ids, **options):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("members.importing.service.evaluate", fail)
+    monkeypatch.setattr("members.importing.batches.evaluate", fail)
     result = confirm(admin_client, "admin:members_activity_process_import", preview)
 
     assert result.status_code == 200
@@ -536,3 +536,15 @@ def test_header_only_file_rejected_in_admin(base, admin_client):
     assert "File rejected" in content
     assert "The file has no data rows" in content
     assert preview.context.get("confirm_form") is None
+
+
+@override_settings(CRM_IMPORT_ADMIN_MAX_BYTES=1024 * 1024)
+def test_admin_sends_larger_files_to_background(base, admin_client):
+    content = b"external_id,name,channel\n" + b"x,y,store-xuhui\n" * 80_000
+
+    response = upload_bytes(admin_client, "admin:members_member_import", content)
+
+    page = response.content.decode()
+    assert "The file is 1.3 MB, more than the 1 MB this page previews" in page
+    assert "Import a large file in the background" in page
+    assert Member.objects.count() == 4

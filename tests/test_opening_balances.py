@@ -29,9 +29,13 @@ from members.api_auth import issue_token
 from members.importing.batches import rollback_batch
 from members.importing.cleaning import kinds_by_label
 from members.importing.openings import (
+    TIER_DROPPED,
+    TIER_SET,
     OpeningOptions,
     confirm_openings,
+    describe_tier_outcomes,
     import_openings,
+    tier_outcome_counts,
 )
 from members.importing.service import import_data
 from members.models import (
@@ -48,9 +52,10 @@ from tiers.evaluation import evaluate, explain_member
 from tiers.explaining import activities_that_counted
 from tiers.ladder import Ladder
 from tiers.metrics import KindCatalogue, MetricSpec, WindowSpec, compute_metrics
-from tiers.models import Metric, Tier, TierChange, Validity, Window
+from tiers.models import Metric, RuleVersion, Tier, TierChange, Validity, Window
+from tiers.publishing import publish
 from tiers.rendering import activity_label, describe_activity
-from tiers.rules import Need, TierSpec, VersionSpec, WeightSpec, all_of
+from tiers.rules import Need, TierSpec, VersionSpec, WeightSpec, all_of, build
 
 pytestmark = pytest.mark.django_db
 
@@ -328,7 +333,9 @@ def test_dry_run_saves_nothing(ladder, store, alice):
     alice.refresh_from_db()
     assert report.created == 1
     # Gold without reviews drops at once: ¥100 and no orders meet no rule.
-    assert report.lines[0].values["tier_result"] == "set to Gold"
+    assert report.lines[0].values["tier_result"] == (
+        "set to Gold, then Bronze at once: the balances do not meet Gold's rules"
+    )
     assert report.lines[0].values["tier_after"] == "Bronze"
     assert report.batch_id is None
     assert not Activity.objects.exists()
@@ -433,7 +440,10 @@ def test_opening_tier_never_lowers(ladder, store, alice):
     ).exists()
     outcomes = {line.line: line.values["tier_result"] for line in report.lines}
     assert outcomes[2] == "kept Platinum, which ranks at or above Silver"
-    assert outcomes[3] == "set to Silver"
+    # Silver has no reviews, and ¥100 does not meet it.
+    assert outcomes[3] == (
+        "set to Silver, then Bronze at once: the balances do not meet Silver's rules"
+    )
     assert ImportedMember.objects.get(member=bob).previous == {}
 
 
@@ -644,3 +654,100 @@ def test_confirm_refuses_applied_batch(ladder, store, alice):
 
     with pytest.raises(Exception, match="has status"):
         confirm_openings(batch, None)
+
+
+# Opening tiers that do not hold, and their rollback
+
+
+def publish_new_activity_rules(tiers: dict[str, Tier]) -> None:
+    """Publish the standard rules again, for new activity only, from now on."""
+    publish(
+        build(standard_spec(tiers)),
+        user=None,
+        reason="test set-up",
+        policy=RuleVersion.Policy.NEW_ACTIVITY,
+        effective_from=timezone.now() - dt.timedelta(minutes=1),
+        allow_past=True,
+    )
+
+
+def test_dropped_opening_tier_reported(ladder, store, alice):
+    make_member(store, "B-1", name="Bob")
+    data = openings_file(
+        f"A-1,store-xuhui,Gold,1200,1500,{days_ago(5)}",
+        f"B-1,store-xuhui,Silver,0,1500,{days_ago(5)}",
+    )
+
+    report = run_import(data)
+
+    alice.refresh_from_db()
+    assert alice.tier == ladder["silver"]
+    by_line = {line.line: line.values for line in report.lines}
+    assert by_line[2]["tier_outcome"] == TIER_DROPPED
+    assert by_line[2]["tier_result"] == (
+        "set to Gold, then Silver at once: the balances do not meet Gold's rules"
+    )
+    assert by_line[3]["tier_outcome"] == TIER_SET
+    assert tier_outcome_counts(report) == {TIER_DROPPED: 1, TIER_SET: 1}
+    assert describe_tier_outcomes(report) == [
+        "Opening tiers: 1 set and kept, 1 dropped at once and 0 raised at once "
+        "by the evaluation, 0 not set because the member's tier ranks as high "
+        "or higher.",
+        "Line 2: set to Gold, then Silver at once: the balances do not meet "
+        "Gold's rules.",
+    ]
+
+
+def test_admin_report_counts_dropped_tiers(
+    client, staff_user, ladder, store, alice, settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    client.force_login(staff_user)
+    data = openings_file(f"A-1,store-xuhui,Gold,1200,1500,{days_ago(5)}")
+
+    with translation.override("en"):
+        preview = client.post(
+            reverse("admin:members_opening_balances"),
+            {"import_file": SimpleUploadedFile("openings.csv", data)},
+            HTTP_ACCEPT_LANGUAGE="en",
+        )
+
+    text = preview.content.decode()
+    assert preview.status_code == 200
+    assert '<td class="count-tiers-dropped">1</td>' in text
+    assert '<td class="count-tiers-set">0</td>' in text
+    assert "then Silver at once: the balances do not meet Gold&#x27;s rules" in text
+
+
+def test_rollback_after_dropped_tier_restores_tier(ladder, store, alice):
+    evaluate([alice.pk])
+    publish_new_activity_rules(ladder)
+    alice.refresh_from_db()
+    before = (alice.tier_id, alice.tier_since, alice.review_at)
+    user = User.objects.create_user("rollbacker", "r@example.com", "pw-12345-x")
+    report = run_import(openings_file(f"A-1,store-xuhui,Gold,1200,1500,{days_ago(5)}"))
+    alice.refresh_from_db()
+    assert alice.tier == ladder["silver"]
+
+    summary = rollback_batch(ImportBatch.objects.get(pk=report.batch_id), user)
+
+    alice.refresh_from_db()
+    assert (alice.tier_id, alice.tier_since, alice.review_at) == before
+    assert summary["tiers_restored"] == 1
+    assert summary["conflicts"] == 0
+    undone = TierChange.objects.get(
+        member=alice, explanation__opening__rolled_back=True
+    )
+    assert undone.from_tier == ladder["silver"]
+    assert undone.to_tier == ladder["bronze"]
+    assert undone.reason == TierChange.Reason.OPENING
+
+
+def test_imported_member_keeps_state_after_evaluation(ladder, store, alice):
+    evaluate([alice.pk])
+    bronze = ladder["bronze"].pk
+
+    report = run_import(openings_file(f"A-1,store-xuhui,Gold,1200,1500,{days_ago(5)}"))
+
+    previous = ImportedMember.objects.get(batch_id=report.batch_id).previous
+    assert previous["tier"] == [bronze, ladder["silver"].pk]

@@ -1,4 +1,4 @@
-"""Opening tiers brought over from an earlier loyalty program, and their undoing.
+"""Opening tiers from an earlier loyalty program, and undoing an import's tiers.
 
 An opening tier places a member as a promotion at the cut-over moment
 would. ``tier_since`` is the cut-over moment, and the review date follows
@@ -17,6 +17,11 @@ sweep reads it like any change into a tier, so ongoing benefits follow.
 Welcome benefits are meant for members who reach a tier in this program,
 and a migrated member already had the welcome gift of the previous
 program, so benefits.issuing is to leave them out for reason OPENING.
+
+Rolling back an import puts back the tier fields it changed
+(``restore_tiers``): the opening tiers it placed, and the tiers its own
+evaluation changed. Imports record both in ImportedMember.previous as
+{field: [value before, value the import left]}.
 """
 # NOTE: benefits.issuing._Chunk.reaches does not check the reason yet, so
 # an opening tier above the base tier still issues its welcome benefits.
@@ -47,9 +52,13 @@ CHUNK_SIZE = 500
 # writes; the admin translates them when it shows them.
 OPENING_NOTE = gettext_noop("Opening tier from the previous program")
 ROLLBACK_NOTE = gettext_noop("Opening tier from the previous program rolled back")
-# The member fields an opening tier sets, as ImportedMember.previous keeps
-# them: {field: [value before, value set]}.
+IMPORT_ROLLBACK_NOTE = gettext_noop("Tier change of a rolled-back import undone")
+# The member fields an opening tier or an evaluation sets, as
+# ImportedMember.previous keeps them: {field: [value before, value set]}.
 TIER_FIELDS = ("tier", "tier_since", "review_at", "grace_until")
+# A member's tier fields in the order of TIER_FIELDS, with the moments as
+# ISO 8601 text, the form ImportedMember.previous stores.
+TierValues = tuple[int | None, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,18 @@ def _iso(moment: dt.datetime | None) -> str | None:
 
 def _moment(text: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(text) if text else None
+
+
+def read_tier_values(member_ids: Sequence[int]) -> dict[int, TierValues]:
+    """Return the stored tier fields of ``member_ids``, one query per chunk."""
+    values: dict[int, TierValues] = {}
+    for chunk in _chunks(sorted(member_ids)):
+        rows = Member.objects.filter(pk__in=list(chunk)).values_list(
+            "pk", "tier_id", "tier_since", "review_at", "grace_until"
+        )
+        for pk, tier_id, since, review_at, grace in rows:
+            values[pk] = (tier_id, _iso(since), _iso(review_at), _iso(grace))
+    return values
 
 
 def _locked_members(
@@ -204,17 +225,30 @@ def place_opening_tiers(
 
 @dataclass
 class RestoreResult:
-    """Counts of a rollback of opening tiers."""
+    """Counts and member ids of a rollback of import tiers."""
 
     restored: int = 0
-    # Members no longer in their opening tier, which keep the tier they have.
+    # Members no longer in the tier the import left, which keep the tier they
+    # have.
     conflicts: int = 0
+    conflicted_members: list[int] = field(default_factory=list)
+    # Restored members whose tier itself changed, not only its dates.
+    moved_members: set[int] = field(default_factory=set)
 
 
-def _still_in_opening_tier(
+def _still_as_left(
     stored: tuple[int | None, Any, Any, Any], previous: Mapping[str, list[Any]]
 ) -> bool:
-    return stored[0] == previous["tier"][1]
+    """Return whether the member still has the tier placement the import left.
+
+    The tier and ``tier_since`` are compared, so a review that renewed the
+    tier since still counts as the same placement, and a later move out of
+    the tier and back does not.
+    """
+    tier_id, since = stored[0], stored[1]
+    return tier_id == previous["tier"][1] and since == _moment(
+        previous["tier_since"][1]
+    )
 
 
 def restore_tiers(
@@ -223,18 +257,25 @@ def restore_tiers(
     *,
     batch_id: int,
     now: dt.datetime,
+    opening: bool,
 ) -> RestoreResult:
-    """Give members back the tier fields that placing their opening tier replaced.
+    """Give members back the tier fields that an import replaced.
 
-    ``previous_by_member`` maps member ids to ImportedMember.previous. Only
-    members still in the opening tier are restored, even when a review
-    renewed it since, because the opening tier was never earned in this
-    program. A member in another tier is counted as a conflict and left
-    alone, because a later evaluation or override moved it. Each restore writes
-    a TierChange with reason OPENING from the opening tier back to the old
-    one, so the benefits sweep ends the opening tier's ongoing benefits. A
-    member who had no tier goes to the base tier of ``ladder``, as a first
-    evaluation would place it, or back to no tier when ``ladder`` is None.
+    ``previous_by_member`` maps member ids to ImportedMember.previous, whose
+    tier fields contain [value before, value the import left]. Members
+    without them are ignored. Only members that still have the tier placement the
+    import left are restored (see ``_still_as_left``). A member in another
+    tier is counted as a conflict and left alone, because a later
+    evaluation or override moved it.
+
+    A restore that moves the member to another tier writes a TierChange,
+    so the benefits sweep ends the import's tier's ongoing benefits. Its
+    reason is OPENING for an opening balance import (``opening``), else
+    PROMOTION or DEMOTION by the ranks in ``ladder``, as an evaluation
+    would write. A member who had no tier goes to the base tier of
+    ``ladder``, as a first evaluation would place it, or back to no tier
+    when ``ladder`` is None. Per chunk of members this costs one locking
+    SELECT, and the restored members are written in batches.
     """
     member_ids = sorted(
         member_id
@@ -249,15 +290,22 @@ def restore_tiers(
             stored = _locked_members(chunk)
             for member_id, fields in stored.items():
                 previous = previous_by_member[member_id]
-                if not _still_in_opening_tier(fields, previous):
+                if not _still_as_left(fields, previous):
                     result.conflicts += 1
+                    result.conflicted_members.append(member_id)
                     continue
                 member, change = _restored(
-                    member_id, previous, ladder, batch_id=batch_id, now=now
+                    member_id,
+                    previous,
+                    ladder,
+                    batch_id=batch_id,
+                    now=now,
+                    opening=opening,
                 )
                 restored.append(member)
                 if change is not None:
                     history.append(change)
+                    result.moved_members.add(member_id)
         Member.objects.bulk_update(
             restored,
             ["tier", "tier_since", "review_at", "grace_until"],
@@ -268,12 +316,24 @@ def restore_tiers(
             after_tier_changes()
     result.restored = len(restored)
     logger.info(
-        "opening tiers rolled back batch=%d restored=%d conflicts=%d",
+        "import tiers rolled back batch=%d restored=%d moved=%d conflicts=%d",
         batch_id,
         result.restored,
+        len(result.moved_members),
         result.conflicts,
     )
     return result
+
+
+def _restore_reason(
+    ladder: Ladder | None, from_tier_id: int | None, to_tier_id: int
+) -> str:
+    """Return the reason an evaluation would give the move between two tiers."""
+    source = ladder.by_id(from_tier_id) if ladder else None
+    target = ladder.by_id(to_tier_id) if ladder else None
+    if source is not None and target is not None and target.rank > source.rank:
+        return TierChange.Reason.PROMOTION
+    return TierChange.Reason.DEMOTION
 
 
 def _restored(
@@ -283,10 +343,15 @@ def _restored(
     *,
     batch_id: int,
     now: dt.datetime,
+    opening: bool,
 ) -> tuple[Member, TierChange | None]:
-    """Return the member with its old tier fields, and the history row to write."""
+    """Return the member with its old tier fields, and the history row to write.
+
+    No history row is written when the tier itself stays, e.g. when the
+    import only moved the review date.
+    """
     old_tier_id = previous["tier"][0]
-    opening_tier_id = previous["tier"][1]
+    left_tier_id = previous["tier"][1]
     member = Member(
         pk=member_id,
         tier_id=old_tier_id,
@@ -302,26 +367,36 @@ def _restored(
         member.review_at = next_review(ladder.base, now)
     if member.tier_id is None:
         # NOTE: without rules in effect nothing records the move back to no
-        # tier, so the opening tier's ongoing benefits stay open.
+        # tier, so the import's tier keeps its ongoing benefits open.
         return member, None
-    opening = ladder.by_id(opening_tier_id) if ladder else None
+    if member.tier_id == left_tier_id:
+        return member, None
+    left = ladder.by_id(left_tier_id) if ladder else None
     target = ladder.by_id(member.tier_id) if ladder else None
+    details: dict[str, Any] = {"batch": batch_id, "rolled_back": True}
+    reason: str
+    if opening:
+        reason = TierChange.Reason.OPENING
+        note_key, details["note"] = "opening", ROLLBACK_NOTE
+    else:
+        reason = _restore_reason(ladder, left_tier_id, member.tier_id)
+        note_key, details["note"] = "import", IMPORT_ROLLBACK_NOTE
     explanation = {
         "as_of": now.isoformat(),
-        "from_tier": opening.name if opening else None,
+        "from_tier": left.name if left else None,
         "tier": member.tier_id,
         "tier_name": target.name if target else None,
         "review_at": _iso(member.review_at),
-        "opening": {"note": ROLLBACK_NOTE, "batch": batch_id, "rolled_back": True},
+        note_key: details,
     }
     change = TierChange(
         member_id=member_id,
-        from_tier_id=opening_tier_id,
+        from_tier_id=left_tier_id,
         to_tier_id=member.tier_id,
         version_id=ladder.version_id if ladder else None,
         changed_at=now,
         as_of=now,
-        reason=TierChange.Reason.OPENING,
+        reason=reason,
         review_at=member.review_at,
         explanation=explanation,
     )

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 
 from members.importing.errors import FileRejected, InvalidValue
-from members.importing.text import fold_width
+from members.importing.text import fold_width, shorten
 
 # Markers of each currency as they appear next to amounts, compared after
 # NFKC (which turns the full-width ￥ into ¥) and upper-casing. The "¥" sign
@@ -164,12 +164,13 @@ class DecimalMarkEvidence:
             return
         number = _WHITESPACE.sub("", number)
         readings = _ambiguous_readings(number)
+        # The examples are quoted in messages, so a huge cell is shortened.
         if readings is not None:
-            self.ambiguous = self.ambiguous or (text, *readings)
+            self.ambiguous = self.ambiguous or (shorten(text), *readings)
             return
         mark = _shown_mark(number)
         if mark is not None:
-            self.examples.setdefault(mark, text)
+            self.examples.setdefault(mark, shorten(text))
 
     def decide(self, chosen: str | None) -> str | None:
         """Return the column's decimal mark, or None if no value needs one.
@@ -204,8 +205,8 @@ class DecimalMarkEvidence:
             raise FileRejected(
                 f"Column amount is ambiguous (decimal point or comma). No value in "
                 f"it shows which decimal mark the file uses, and {text!r} is "
-                f"{_plain(with_point)} with a decimal point but "
-                f"{_plain(with_comma)} with a decimal comma. Choose the decimal "
+                f"{shorten(_plain(with_point))} with a decimal point but "
+                f"{shorten(_plain(with_comma))} with a decimal comma. Choose the decimal "
                 "mark (point or comma) and import again."
             )
         return None

@@ -4,22 +4,31 @@ A batch row is written before the import's own transaction starts, so that
 a refused or failed file still leaves a REFUSED or FAILED batch behind. The
 counts and issues are added inside the import's transaction, chunk by
 chunk, so they are saved exactly when the rows they describe are.
+
+An import ends by evaluating the tiers of the members it touched
+(``evaluate_and_record``). The tier fields that this changes are stored in
+the member's ImportedMember row, so a rollback can put the tiers back.
+Evaluation alone cannot: under the publish policy "new activity", and for
+tiers with reviews, it keeps a promotion after the rows that earned it are
+deleted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from members.importing.lookups import CHUNK_SIZE
+from members.importing.lookups import CHUNK_SIZE, chunked
 from members.importing.report import ImportReport, Status
 from members.models import (
     Activity,
@@ -32,8 +41,9 @@ from members.models import (
     MemberMerge,
 )
 from tiers.evaluation import evaluate
-from tiers.ladder import LadderError
+from tiers.ladder import Ladder, LadderError
 from tiers.models import TierChange, TierOverride
+from tiers.openings import TIER_FIELDS, TierValues, read_tier_values, restore_tiers
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +54,9 @@ ISSUE_COLUMN_MAX_LENGTH = ImportIssue._meta.get_field("column").max_length or 64
 BATCH_SIZE = 1000
 # Member ids listed in a rollback summary for staff to look at.
 LISTED_MEMBERS = 50
+# Line of an ImportedMember row written only for a tier change: the change
+# comes from the file's rows together, not from one line.
+WHOLE_FILE_LINE = 0
 FINISHED_STATUSES = (
     ImportBatch.Status.CHECKED,
     ImportBatch.Status.APPLIED,
@@ -219,6 +232,106 @@ def issue_rows(batch: ImportBatch) -> Iterator[tuple[int, str, str, str, str]]:
     yield from rows.iterator(chunk_size=2000)
 
 
+# Tier changes of an import
+
+
+def _merged_tier_previous(
+    earlier: Mapping[str, Any], before: TierValues, after: TierValues
+) -> dict[str, Any]:
+    """Return ``earlier`` with the tier fields set to [value before, ``after``].
+
+    A tier field the row already records, e.g. from an opening tier placed
+    earlier in the same import, keeps its first "before" value, so the
+    rollback goes back to the state before the whole import.
+    """
+    merged = dict(earlier)
+    unchanged = True
+    for index, name in enumerate(TIER_FIELDS):
+        pair = earlier.get(name)
+        first = pair[0] if pair else before[index]
+        merged[name] = [first, after[index]]
+        unchanged = unchanged and first == after[index]
+    if unchanged:
+        for name in TIER_FIELDS:
+            del merged[name]
+    return merged
+
+
+def record_tier_changes(
+    batch: ImportBatch,
+    before: Mapping[int, TierValues],
+    after: Mapping[int, TierValues],
+) -> int:
+    """Store in the batch's ImportedMember rows the tier fields that changed.
+
+    ``before`` and ``after`` are ``read_tier_values`` of the same members
+    around an evaluation. Each changed member's row gets all four tier
+    fields as [value before, value after]: an existing row of the batch
+    keeps its other values, and a member without one gets a new row with
+    ``created=False``. Members the batch created are skipped, because a
+    rollback deletes them or keeps them as they are. Returns the number of
+    members whose tier fields changed. Costs one SELECT, one UPDATE and one
+    INSERT per chunk of changed members.
+    """
+    changed = sorted(pk for pk, values in after.items() if before.get(pk) != values)
+    for chunk in chunked(changed):
+        rows = ImportedMember.objects.filter(batch=batch, member_id__in=list(chunk))
+        existing = {row.member_id: row for row in rows}
+        new_rows: list[ImportedMember] = []
+        updated_rows: list[ImportedMember] = []
+        for member_id in chunk:
+            row = existing.get(member_id)
+            if row is not None and row.created:
+                continue
+            earlier = row.previous if row is not None else {}
+            previous = _merged_tier_previous(
+                earlier, before[member_id], after[member_id]
+            )
+            if row is None:
+                new_rows.append(
+                    ImportedMember(
+                        batch=batch,
+                        member_id=member_id,
+                        line=WHOLE_FILE_LINE,
+                        created=False,
+                        previous=previous,
+                    )
+                )
+            elif previous != earlier:
+                row.previous = previous
+                updated_rows.append(row)
+        ImportedMember.objects.bulk_create(new_rows, batch_size=BATCH_SIZE)
+        ImportedMember.objects.bulk_update(
+            updated_rows, ["previous"], batch_size=BATCH_SIZE
+        )
+    return len(changed)
+
+
+def evaluate_and_record(
+    batch: ImportBatch | None,
+    member_ids: Sequence[int],
+    *,
+    ladder: Ladder,
+    as_of: dt.datetime,
+) -> int:
+    """Evaluate the members' tiers and record what changed in ``batch``.
+
+    The tier fields are read before and after each chunk's evaluation and
+    the changes stored by ``record_tier_changes``; a dry run passes None
+    and records nothing. Returns the number of members whose tier fields
+    changed, 0 without a batch. The query count is fixed per chunk of
+    ``settings.CRM_EVALUATION_CHUNK_SIZE`` members.
+    """
+    chunk_size = settings.CRM_EVALUATION_CHUNK_SIZE
+    changed = 0
+    for chunk in chunked(sorted(member_ids), chunk_size):
+        before = read_tier_values(chunk) if batch is not None else {}
+        evaluate(chunk, as_of=as_of, ladder=ladder, chunk_size=chunk_size)
+        if batch is not None:
+            changed += record_tier_changes(batch, before, read_tier_values(chunk))
+    return changed
+
+
 # Rollback
 
 
@@ -276,7 +389,8 @@ def _restore_chunk(rows: list[ImportedMember], summary: dict[str, Any]) -> set[i
     """Put back the values the batch replaced on one chunk of members.
 
     A value is put back only where the member still has the value the batch
-    set. A value changed since then is a conflict and stays as it is.
+    set. A value changed since then is a conflict and stays as it is. The
+    tier fields are left to ``_restore_tiers``.
     """
     members = Member.objects.in_bulk([row.member_id for row in rows])
     changed: list[Member] = []
@@ -285,6 +399,8 @@ def _restore_chunk(rows: list[ImportedMember], summary: dict[str, Any]) -> set[i
         member = members[row.member_id]
         restored = False
         for name, (old, new) in row.previous.items():
+            if name in TIER_FIELDS:
+                continue
             current = getattr(member, name)
             if _json_value(current) != new:
                 summary["conflicts"] += 1
@@ -307,6 +423,48 @@ def _restore_chunk(rows: list[ImportedMember], summary: dict[str, Any]) -> set[i
     return {member.pk for member in changed}
 
 
+def _tier_rows(batch: ImportBatch) -> QuerySet[ImportedMember]:
+    """Return the batch's rows that record tier fields of existing members."""
+    return ImportedMember.objects.filter(
+        batch=batch, created=False, previous__has_key="tier"
+    )
+
+
+def _restore_tiers(
+    batch: ImportBatch, summary: dict[str, Any], *, opening: bool
+) -> set[int]:
+    """Put back the tier fields the batch changed; return the members moved.
+
+    Members whose tier placement changed since the import are counted in
+    the summary's conflicts and keep their tier. Runs chunk by chunk, so
+    memory does not grow with the batch.
+    """
+    now = timezone.now()
+    try:
+        ladder: Ladder | None = Ladder.load(as_of=now)
+    except LadderError:
+        ladder = None
+    summary.setdefault("conflicts", 0)
+    summary.setdefault("conflicted_members", [])
+    summary["tiers_restored"] = 0
+    moved: set[int] = set()
+    rows = _tier_rows(batch).order_by("pk").iterator(chunk_size=CHUNK_SIZE)
+    for chunk in _batched(rows, CHUNK_SIZE):
+        result = restore_tiers(
+            {row.member_id: row.previous for row in chunk},
+            ladder,
+            batch_id=batch.pk,
+            now=now,
+            opening=opening,
+        )
+        summary["tiers_restored"] += result.restored
+        summary["conflicts"] += result.conflicts
+        listed = summary["conflicted_members"]
+        listed.extend(result.conflicted_members[: LISTED_MEMBERS - len(listed)])
+        moved |= result.moved_members
+    return moved
+
+
 def _rollback_members(batch: ImportBatch, summary: dict[str, Any]) -> set[int]:
     """Undo a member batch and return the ids of the remaining members it touched."""
     affected: set[int] = set()
@@ -321,6 +479,7 @@ def _rollback_members(batch: ImportBatch, summary: dict[str, Any]) -> set[int]:
     rows = updated.order_by("pk").iterator(chunk_size=CHUNK_SIZE)
     for chunk in _batched(rows, CHUNK_SIZE):
         affected |= _restore_chunk(chunk, summary)
+    affected |= set(_tier_rows(batch).values_list("member_id", flat=True))
 
     # Kept members stay exactly as they are, so they need no evaluation.
     kept = _kept_members(batch).order_by("pk")
@@ -347,19 +506,31 @@ def _batched(
 
 
 def _rollback_activities(batch: ImportBatch, summary: dict[str, Any]) -> set[int]:
-    """Delete the batch's activities and return the ids of their members."""
+    """Delete the batch's activities and return the ids of their members.
+
+    An opening balance batch's activities are its opening balances, and
+    its members also include those whose line only set a tier.
+    """
     activities = Activity.objects.filter(import_batch=batch)
     member_ids = set(
         activities.order_by().values_list("member_id", flat=True).distinct()
     )
+    if batch.kind == ImportKind.OPENING_BALANCES:
+        imported = ImportedMember.objects.filter(batch=batch)
+        member_ids.update(imported.values_list("member_id", flat=True))
     summary["activities_deleted"] = activities.delete()[0]
     return member_ids
 
 
 def _evaluate(
-    batch: ImportBatch, member_ids: set[int], summary: dict[str, Any]
+    batch: ImportBatch, member_ids: set[int], moved: set[int], summary: dict[str, Any]
 ) -> None:
-    summary["tiers_changed"] = 0
+    """Evaluate the members' tiers after a rollback and count the tier changes.
+
+    ``tiers_changed`` counts each member once whose tier the rollback
+    changed, by a restore (``moved``) or by this evaluation.
+    """
+    summary["tiers_changed"] = len(moved)
     summary["tiers_evaluated"] = False
     if not member_ids:
         return
@@ -372,7 +543,7 @@ def _evaluate(
         )  # fmt: skip
         return
     summary["tiers_evaluated"] = True
-    summary["tiers_changed"] = len(changes)
+    summary["tiers_changed"] = len(moved | {change.member_id for change in changes})
 
 
 def _check_can_roll_back(batch: ImportBatch) -> None:
@@ -382,6 +553,11 @@ def _check_can_roll_back(batch: ImportBatch) -> None:
             when = f" at {timezone.localtime(batch.rolled_back_at):%Y-%m-%d %H:%M}"
         raise RollbackError(
             f"Import #{batch.pk} was already rolled back{when}, so nothing was changed."
+        )
+    if batch.status in (ImportBatch.Status.QUEUED, ImportBatch.Status.RUNNING):
+        raise RollbackError(
+            f"Import #{batch.pk} is still running, so it was not rolled back. "
+            "Wait until it has finished, then roll it back."
         )
     if batch.status != ImportBatch.Status.APPLIED:
         raise RollbackError(
@@ -397,9 +573,11 @@ def rollback_batch(batch: ImportBatch, user: Any) -> dict[str, Any]:
     identities they added to existing members and the members they created,
     except members that something else refers to since (see
     ``_kept_members``), and the values they replaced are put back unless
-    they were changed again since. Opening balance batches are undone by
-    ``members.importing.openings.rollback_openings``. The tiers of the
-    members concerned are then evaluated again.
+    they were changed again since. Opening balance batches lose their
+    opening balances. Every kind then puts back the tier fields the import
+    changed, where the member still has the tier placement the import left
+    (``_restore_tiers``), and evaluates the tiers of the members concerned
+    again. Opening tiers are undone with history rows of reason OPENING.
 
     Raises RollbackError, changing nothing, unless the batch is APPLIED,
     e.g. when it was already rolled back.
@@ -420,18 +598,13 @@ def rollback_batch(batch: ImportBatch, user: Any) -> dict[str, Any]:
             locked.pk, locked.kind, user_id,
         )  # fmt: skip
         summary: dict[str, Any] = {}
-        if locked.kind == ImportKind.OPENING_BALANCES:
-            from members.importing.openings import rollback_openings
-
-            result = rollback_openings(locked, user)
-            if isinstance(result, dict):
-                summary.update(result)
+        if locked.kind == ImportKind.MEMBERS:
+            member_ids = _rollback_members(locked, summary)
         else:
-            if locked.kind == ImportKind.ACTIVITIES:
-                member_ids = _rollback_activities(locked, summary)
-            else:
-                member_ids = _rollback_members(locked, summary)
-            _evaluate(locked, member_ids, summary)
+            member_ids = _rollback_activities(locked, summary)
+        opening = locked.kind == ImportKind.OPENING_BALANCES
+        moved = _restore_tiers(locked, summary, opening=opening)
+        _evaluate(locked, member_ids, moved, summary)
         locked.status = ImportBatch.Status.ROLLED_BACK
         locked.rolled_back_at = timezone.now()
         locked.rolled_back_by_id = user_id
@@ -461,16 +634,19 @@ def describe_rollback(batch: ImportBatch) -> dict[str, int]:
     The counts are for the confirmation page. The rollback itself counts
     again inside its transaction.
     """
+    tiers = _tier_rows(batch).count()
     if batch.kind == ImportKind.ACTIVITIES:
         activities = Activity.objects.filter(import_batch=batch)
         return {
             "activities": activities.count(),
             "members": activities.order_by().values("member_id").distinct().count(),
+            "tiers": tiers,
         }
     if batch.kind == ImportKind.OPENING_BALANCES:
         return {
             "activities": Activity.objects.filter(import_batch=batch).count(),
             "members": ImportedMember.objects.filter(batch=batch).count(),
+            "tiers": tiers,
         }
     created = _created_members(batch).count()
     kept = _kept_members(batch).count()
@@ -482,4 +658,5 @@ def describe_rollback(batch: ImportBatch) -> dict[str, int]:
         .exclude(previous={})
         .count(),
         "identities": _linked_identities(batch).count(),
+        "tiers": tiers,
     }

@@ -25,16 +25,23 @@ from django.utils import timezone
 
 from members.importing.amounts import DecimalMarkEvidence, parse_amount
 from members.importing.columns import ACTIVITIES, MEMBERS, ColumnMap
-from members.importing.dates import DateOrderEvidence, parse_date, parse_datetime
+from members.importing.dates import (
+    EXCEL_1900_EPOCH,
+    DateOrderEvidence,
+    parse_date,
+    parse_datetime,
+)
 from members.importing.errors import InvalidValue
 from members.importing.plausibility import (
+    AMOUNT_ROLES,
     check_joined_on,
     check_occurred_at,
     check_quantity,
     signed_amount,
 )
 from members.importing.table import SourceRow, Table
-from members.importing.text import clean_text, fold_width
+from members.importing.text import clean_text, fold_width, shorten
+from members.importing.xlsx_reader import XlsxRow
 from members.models import ActivityKind
 
 # Maximum lengths of the model fields the values are stored in.
@@ -52,6 +59,27 @@ _QUANTITY = re.compile(r"[-+]?\d+")
 # Activity.quantity is an IntegerField: a signed 32-bit integer.
 _MAX_QUANTITY = 2**31 - 1
 _MAX_QUANTITY_DIGITS = len(str(_MAX_QUANTITY))
+# Excel keeps at most 15 significant digits of a number, so a longer id
+# typed as a number has lost its last digits: 12345678901234567890 is read
+# back as 12345678901234569216.
+_MAX_EXACT_DIGITS = 15
+_IDENTIFIER_COLUMNS = frozenset({"external_id", "reference", "phone"})
+UNSAVED_FORMULA_REASON = (
+    "contains a formula with no saved result; open the file in Excel, save "
+    "it, and import again"
+)
+TOO_LONG_NUMBER_REASON = (
+    "is a number too long for Excel to keep exactly; format the column as "
+    "text in the export and export again"
+)
+
+
+def _significant_digits(number: str) -> int:
+    """Return the significant digits of a number cell's text ("0012.50": 3)."""
+    digits = number.lstrip("+-").replace(".", "").lstrip("0")
+    if "." in number:
+        digits = digits.rstrip("0")
+    return sum(character.isdigit() for character in digits)
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,11 @@ class RowIssue:
     column: str
     value: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # Every message, report and error CSV shows the value from here, so
+        # a huge cell is shortened once for all of them.
+        object.__setattr__(self, "value", shorten(self.value))
 
     @property
     def message(self) -> str:
@@ -123,6 +156,26 @@ class _RowReader:
     def is_numeric(self, column: str) -> bool:
         return self.columns.positions.get(column) in self.row.numeric
 
+    @property
+    def epoch(self) -> dt.datetime:
+        """Return day 0 of the Excel serial numbers in this row's cells."""
+        if isinstance(self.row, XlsxRow):
+            return self.row.epoch
+        return EXCEL_1900_EPOCH
+
+    def _spreadsheet_problem(self, column: str, text: str) -> str | None:
+        """Return why a spreadsheet cell cannot be trusted, or None if it can."""
+        position = self.columns.positions.get(column)
+        if isinstance(self.row, XlsxRow) and position in self.row.unsaved_formulas:
+            return UNSAVED_FORMULA_REASON
+        if (
+            column in _IDENTIFIER_COLUMNS
+            and self.is_numeric(column)
+            and _significant_digits(text) > _MAX_EXACT_DIGITS
+        ):
+            return TOO_LONG_NUMBER_REASON
+        return None
+
     def reject(self, column: str, value: str, reason: str) -> None:
         self.issues.append(RowIssue(self.row.line, column, value, reason))
 
@@ -131,6 +184,10 @@ class _RowReader:
     ) -> T | None:
         """Return the cleaned value, or None when it is empty or invalid."""
         text = self.text(column)
+        problem = self._spreadsheet_problem(column, text)
+        if problem is not None:
+            self.reject(column, text, problem)
+            return None
         if not text:
             if required:
                 self.reject(column, text, "is required but empty")
@@ -286,11 +343,13 @@ def decide_options(
     return evidence.decide(options)
 
 
-def _joined_on_cleaner(order: str | None, numeric: bool) -> Callable[[str], dt.date]:
+def _joined_on_cleaner(
+    order: str | None, numeric: bool, epoch: dt.datetime
+) -> Callable[[str], dt.date]:
     today = timezone.localdate()
 
     def clean(text: str) -> dt.date:
-        day = parse_date(text, order=order, numeric=numeric)
+        day = parse_date(text, order=order, numeric=numeric, epoch=epoch)
         return check_joined_on(day, today)
 
     return clean
@@ -337,7 +396,9 @@ def clean_member_chunk(
             fields["email"] = email
         joined_on = reader.clean(
             "joined_at",
-            _joined_on_cleaner(joined_order, reader.is_numeric("joined_at")),
+            _joined_on_cleaner(
+                joined_order, reader.is_numeric("joined_at"), reader.epoch
+            ),
             required=False,
         )
         if joined_on is not None:
@@ -398,11 +459,28 @@ def _signed_amount(
         return None
 
 
+def _amount_if_empty(reader: _RowReader, kind: ActivityKind) -> Decimal | None:
+    """Return 0 for an empty amount on a kind without money, else None.
+
+    Visits, reviews and referrals carry no amount, so an empty cell means 0.
+    Other kinds need an amount, and an empty one rejects the row. An amount
+    that was given but invalid is already rejected and stays None.
+    """
+    if reader.text("amount"):
+        return None
+    if any(issue.column == "amount" for issue in reader.issues):
+        return None
+    if kind.role in AMOUNT_ROLES:
+        reader.reject("amount", "", "is required but empty")
+        return None
+    return Decimal(0)
+
+
 def _occurred_at_cleaner(
-    order: str | None, numeric: bool, now: dt.datetime
+    order: str | None, numeric: bool, epoch: dt.datetime, now: dt.datetime
 ) -> Callable[[str], dt.datetime]:
     def clean(text: str) -> dt.datetime:
-        moment = parse_datetime(text, order=order, numeric=numeric)
+        moment = parse_datetime(text, order=order, numeric=numeric, epoch=epoch)
         return check_occurred_at(moment, now)
 
     return clean
@@ -446,7 +524,9 @@ def clean_activity_chunk(
         reference = reader.clean("reference", _identifier("reference"), required=True)
         occurred_at = reader.clean(
             "occurred_at",
-            _occurred_at_cleaner(date_order, reader.is_numeric("occurred_at"), now),
+            _occurred_at_cleaner(
+                date_order, reader.is_numeric("occurred_at"), reader.epoch, now
+            ),
             required=True,
         )
         amount = reader.clean(
@@ -456,10 +536,12 @@ def clean_activity_chunk(
                 decimal_mark=decimal_mark,
                 numeric=reader.is_numeric("amount"),
             ),
-            required=True,
+            required=False,
         )
         kind = reader.clean("kind", _kind_lookup(kinds), required=True)
         quantity = reader.clean("quantity", clean_quantity, required=False)
+        if kind is not None and amount is None:
+            amount = _amount_if_empty(reader, kind)
         if kind is not None and amount is not None:
             amount = _signed_amount(reader, kind, amount)
         if kind is not None:

@@ -47,9 +47,11 @@ _SLASHED = re.compile(
 )
 # Excel's 1900 date system counts days from 1899-12-30. Serials below 61
 # are off by one day because Excel counts a 29 February 1900, which does
-# not matter for ledger dates.
-_EXCEL_EPOCH = dt.datetime(1899, 12, 30)  # noqa: DTZ001 - a naive calendar origin
-_MAX_EXCEL_SERIAL = 2_958_465  # 9999-12-31
+# not matter for ledger dates. Workbooks in the 1904 date system (older Mac
+# Excel, <workbookPr date1904="1"/>) count from 1904-01-01 instead.
+EXCEL_1900_EPOCH = dt.datetime(1899, 12, 30)  # noqa: DTZ001 - a naive calendar origin
+EXCEL_1904_EPOCH = dt.datetime(1904, 1, 1)  # noqa: DTZ001 - a naive calendar origin
+_LAST_EXCEL_DAY = dt.datetime(9999, 12, 31)  # noqa: DTZ001 - a naive calendar day
 _FORMATS_HELP = "use YYYY-MM-DD HH:MM, DD.MM.YYYY or DD/MM/YYYY"
 _OUT_OF_RANGE = "is out of range"
 _TIME_WITHOUT_DATE = "is a time of day without a date"
@@ -180,7 +182,7 @@ def _build(match: re.Match[str], year: str, month: str, day: str) -> dt.datetime
     return _check_in_range(moment)
 
 
-def _from_excel_serial(text: str) -> dt.datetime:
+def _from_excel_serial(text: str, epoch: dt.datetime) -> dt.datetime:
     if _COMPACT.fullmatch(text):
         return _parse_text(text, None)
     try:
@@ -190,9 +192,9 @@ def _from_excel_serial(text: str) -> dt.datetime:
     if 0 <= serial < 1:
         # Excel stores a time typed without a date as a fraction of a day.
         raise InvalidValue(f"{_TIME_WITHOUT_DATE} (a spreadsheet number below 1)")
-    if not 1 <= serial <= _MAX_EXCEL_SERIAL:
+    if not 1 <= serial <= (_LAST_EXCEL_DAY - epoch).days:
         raise InvalidValue("is not a valid Excel date")
-    naive = _EXCEL_EPOCH + dt.timedelta(seconds=round(serial * 86400))
+    naive = epoch + dt.timedelta(seconds=round(serial * 86400))
     return _check_in_range(naive.replace(tzinfo=program_zone()))
 
 
@@ -224,22 +226,31 @@ def _parse_text(text: str, order: str | None) -> dt.datetime:
 
 
 def parse_datetime(
-    text: str, *, order: str | None = None, numeric: bool = False
+    text: str,
+    *,
+    order: str | None = None,
+    numeric: bool = False,
+    epoch: dt.datetime = EXCEL_1900_EPOCH,
 ) -> dt.datetime:
     """Parse an aware datetime; raise InvalidValue for text that is not one.
 
     ``order`` is the column's day/month order for slash dates and
-    ``numeric`` marks a spreadsheet number cell, read as an Excel serial.
+    ``numeric`` marks a spreadsheet number cell, read as an Excel serial
+    counted in days from ``epoch``, the workbook's day 0.
     """
     text = fold_width(text).strip()
     if numeric:
-        return _from_excel_serial(text)
+        return _from_excel_serial(text, epoch)
     return _parse_text(text, order)
 
 
 def parse_date(
-    text: str, *, order: str | None = None, numeric: bool = False
+    text: str,
+    *,
+    order: str | None = None,
+    numeric: bool = False,
+    epoch: dt.datetime = EXCEL_1900_EPOCH,
 ) -> dt.date:
     """Parse a calendar date, taking the day in the program's time zone."""
-    moment = parse_datetime(text, order=order, numeric=numeric)
+    moment = parse_datetime(text, order=order, numeric=numeric, epoch=epoch)
     return moment.astimezone(program_zone()).date()

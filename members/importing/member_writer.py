@@ -1,5 +1,11 @@
 """Saving cleaned member rows: create or update members by channel identity.
 
+A row whose channel id is known updates its member. A row with a new id
+whose phone or e-mail matches one existing member (see members.identity)
+links the id to that member. It only fills the member's empty fields, so
+another channel's spelling of a name or phone does not replace the
+member's own data.
+
 With an import batch, every member the batch creates or changes gets an
 ImportedMember row with the values the batch replaced, and every identity
 it creates points to the batch, so the batch can be rolled back.
@@ -7,12 +13,16 @@ it creates points to the batch, so the batch can be rolled back.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
-from members.identity import ContactRecord, match_members
+from members.identity import EMAIL, PHONE, ContactRecord, email_key, match_contacts
 from members.importing.cleaning import MemberRecord, RowIssue
 from members.importing.lookups import (
     ChannelDirectory,
@@ -23,6 +33,8 @@ from members.importing.lookups import (
 )
 from members.importing.report import ImportReport, Status
 from members.models import ChannelIdentity, ImportBatch, ImportedMember, Member
+
+logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 # The member fields an import can set, in display order.
@@ -81,14 +93,27 @@ def _drop_batch_duplicates(
     return unique
 
 
+@dataclass(frozen=True)
+class _Found:
+    """An existing member that a record identifies.
+
+    ``matched_by`` is empty when the record's own channel id identifies the
+    member, and otherwise contains PHONE and/or EMAIL, the contact data
+    that linked the new id to the member.
+    """
+
+    member: Member
+    matched_by: tuple[str, ...] = ()
+
+
 def _existing_members(
     records: list[MemberRecord], channels: ChannelDirectory
-) -> dict[int, Member]:
+) -> dict[int, _Found]:
     """Return the members the records identify, keyed by record line.
 
     A record whose id is new in its channel identifies the one live member
     with its phone or e-mail, where the channel allows that match (see
-    members.identity.match_members).
+    members.identity.match_contacts).
     """
     member_ids = {
         (channel_id, external_id): member_id
@@ -96,7 +121,7 @@ def _existing_members(
             r.external_id for r in records
         )
     }
-    by_line = {}
+    by_line: dict[int, tuple[int, tuple[str, ...]]] = {}
     unknown: dict[int, list[MemberRecord]] = defaultdict(list)
     for record in records:
         channel = channels.get(record.channel)
@@ -104,7 +129,7 @@ def _existing_members(
             member_ids.get((channel.pk, record.external_id)) if channel else None
         )
         if member_id is not None:
-            by_line[record.line] = member_id
+            by_line[record.line] = (member_id, ())
         elif channel is not None and (channel.match_phone or channel.match_email):
             unknown[channel.pk].append(record)
     for channel_records in unknown.values():
@@ -118,14 +143,18 @@ def _existing_members(
             )
             for r in channel_records
         ]
-        matches = match_members(channel, contacts)
+        matches = match_contacts(channel, contacts)
         for record in channel_records:
-            if record.external_id in matches:
-                by_line[record.line] = matches[record.external_id]
+            match = matches.get(record.external_id)
+            if match is not None:
+                by_line[record.line] = (match.member_id, match.matched_by)
     members: dict[int, Member] = {}
-    for chunk in chunked(sorted(set(by_line.values()))):
+    for chunk in chunked(sorted({found[0] for found in by_line.values()})):
         members.update(Member.objects.in_bulk(chunk))
-    return {line: members[member_id] for line, member_id in by_line.items()}
+    return {
+        line: _Found(members[member_id], matched_by)
+        for line, (member_id, matched_by) in by_line.items()
+    }
 
 
 def _update(member: Member, fields: dict[str, object]) -> dict[str, list[object]]:
@@ -137,6 +166,62 @@ def _update(member: Member, fields: dict[str, object]) -> dict[str, list[object]
             setattr(member, name, value)
             changes[name] = [old, value]
     return changes
+
+
+def _fill_empty(
+    member: Member, fields: dict[str, object]
+) -> tuple[dict[str, list[object]], list[str]]:
+    """Fill the member's empty fields from a linked record.
+
+    Returns {name: [old, new]} of the changes, and the names of the fields
+    where the record differs from a value the member keeps. The phone and
+    its E.164 form are filled together. The join date becomes the earlier
+    of the two dates.
+    """
+    filled: dict[str, object] = {}
+    kept_fields: list[str] = []
+    name = fields.get("name")
+    if name:
+        if not member.name:
+            filled["name"] = name
+        elif name != member.name:
+            kept_fields.append("name")
+    phone = fields.get("phone")
+    if phone:
+        if not member.phone:
+            filled["phone"] = phone
+            if "phone_e164" in fields:
+                filled["phone_e164"] = fields["phone_e164"]
+        elif fields.get("phone_e164", "") != member.phone_e164:
+            kept_fields.append("phone")
+    email = fields.get("email")
+    if isinstance(email, str) and email:
+        if not member.email:
+            filled["email"] = email
+        elif email_key(email) != email_key(member.email):
+            kept_fields.append("email")
+    joined_on = fields.get("joined_on")
+    if isinstance(joined_on, dt.date):
+        if member.joined_on is None or joined_on < member.joined_on:
+            filled["joined_on"] = joined_on
+        elif joined_on != member.joined_on:
+            kept_fields.append("joined_on")
+    return _update(member, filled), kept_fields
+
+
+def _link_note(matched_by: tuple[str, ...], kept_fields: list[str]) -> str:
+    """Return the text shown with a linked line in the import report."""
+    if matched_by == (PHONE,):
+        basis = _("phone")
+    elif matched_by == (EMAIL,):
+        basis = _("e-mail")
+    else:
+        basis = _("phone and e-mail")
+    note = _("linked to an existing member by %(basis)s") % {"basis": basis}
+    if kept_fields:
+        kept = ", ".join(kept_fields)
+        note += "; " + _("kept the member's %(fields)s") % {"fields": kept}
+    return note
 
 
 class _Provenance:
@@ -241,10 +326,13 @@ def save_members(
 ) -> None:
     """Create or update the members that the records identify.
 
-    A member is identified by (channel, external_id) through ChannelIdentity.
-    Empty cells leave existing values unchanged. Unknown channels are
-    created with kind "other" and listed in the report. A record matched to
-    an existing member without that identity adds the identity.
+    A member is identified by (channel, external_id) through ChannelIdentity,
+    and such a record updates it. Empty cells leave existing values
+    unchanged. Unknown channels are created with kind "other" and listed in
+    the report. A record with a new id that is matched to an existing
+    member by phone or e-mail adds the identity and only fills the member's
+    empty fields (see _fill_empty). Its line gets a "match" value that says
+    how it was linked and which of the member's values were kept.
 
     A caller may pass the rows of one file in chunks, one call per chunk
     with the same ``batch``: a record whose identity an earlier chunk
@@ -255,6 +343,9 @@ def save_members(
     duplicate only within one chunk. In a later chunk it updates the member
     again, so the later line's values win.
     """
+    # TODO: report linked lines with a status of their own once
+    # members.importing.report has one. Until then they count as updated,
+    # because they add an identity to the member.
     channels = ChannelDirectory()
     records = _drop_duplicates(records, report)
     report.channels_created.extend(channels.create_missing(r.channel for r in records))
@@ -265,14 +356,24 @@ def save_members(
     if batch is not None:
         records = _drop_batch_duplicates(records, identities, channels, report)
     provenance = _Provenance(batch)
-    new_records, changed_members, changed_fields = [], [], set()
+    new_records: list[MemberRecord] = []
+    changed_members: dict[int, Member] = {}
+    changed_fields: set[str] = set()
     new_identities = []
+    matched_lines = 0
     for record in records:
-        member = existing.get(record.line)
-        if member is None:
+        found = existing.get(record.line)
+        if found is None:
             new_records.append(record)
             continue
-        changes = _update(member, record.fields)
+        member = found.member
+        values = _display(record)
+        if found.matched_by:
+            changes, kept_fields = _fill_empty(member, record.fields)
+            values["match"] = _link_note(found.matched_by, kept_fields)
+            matched_lines += 1
+        else:
+            changes = _update(member, record.fields)
         channel = channels.get(record.channel)
         assert channel is not None  # create_missing added every channel
         linked = (channel.pk, record.external_id) not in identities
@@ -288,20 +389,20 @@ def save_members(
         report.add_line(
             record.line,
             Status.UPDATED if changes or linked else Status.UNCHANGED,
-            _display(record),
+            values,
         )
         if changes or linked:
             provenance.add(member.pk, record.line, changes)
             report.member_ids.add(member.pk)
         if changes:
-            changed_members.append(member)
+            changed_members[member.pk] = member
             changed_fields |= set(changes)
     if changed_members:
         now = timezone.now()
-        for member in changed_members:
+        for member in changed_members.values():
             member.updated_at = now
         Member.objects.bulk_update(
-            changed_members,
+            list(changed_members.values()),
             sorted(changed_fields | {"updated_at"}),
             batch_size=BATCH_SIZE,
         )
@@ -312,3 +413,9 @@ def save_members(
         report.member_ids.add(member.pk)
         provenance.add(member.pk, record.line, {}, created=True)
     provenance.save()
+    if matched_lines:
+        logger.info(
+            "member import linked new ids by phone or e-mail batch_id=%s lines=%d",
+            batch.pk if batch else None,
+            matched_lines,
+        )

@@ -29,12 +29,23 @@ Opening tier
     member already received the previous program's welcome gift, and
     tiers.openings says where that is decided.
 
+    The import then evaluates the members' tiers, in the same transaction,
+    as it does after any import. A tier with reviews holds until its review
+    date. A tier without reviews (continuous validity) holds only while the
+    rules keep it, so when the line's balances do not meet that tier's
+    rules the evaluation lowers the member at once, and the report says so
+    per line ("set to Gold, then Silver at once: the balances do not meet
+    Gold's rules") and counts such lines apart from the tiers that held.
+    The same happens upwards when the balances meet a higher tier.
+
 The whole file is saved in one transaction, and a dry run rolls it back,
 so its report shows exactly what a confirmed import would do. A confirmed
 import is recorded as an ImportBatch with the rejected lines as
-ImportIssue rows. Every member a line changed gets an ImportedMember row
-whose ``previous`` keeps the tier fields the opening tier replaced, which
-``rollback_openings`` restores.
+ImportIssue rows. Every member a line changed gets an ImportedMember row.
+Its ``previous`` keeps the tier fields as they were before the import and
+as the import left them, after its evaluation, so that rolling the batch
+back (members.importing.batches.rollback_batch) restores the tier the
+member had before the import.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,6 +73,7 @@ from members.importing.amounts import (
 )
 from members.importing.batches import (
     add_chunk,
+    evaluate_and_record,
     finish_batch,
     mark_running,
     start_batch,
@@ -89,9 +102,8 @@ from members.models import (
     ImportKind,
     Member,
 )
-from tiers.evaluation import evaluate
 from tiers.ladder import Ladder, LadderError, TierRuleSet
-from tiers.openings import OpeningTier, place_opening_tiers, restore_tiers
+from tiers.openings import OpeningTier, place_opening_tiers
 
 logger = logging.getLogger(__name__)
 
@@ -426,9 +438,16 @@ def opening_reference(external_id: str) -> str:
     return f"{REFERENCE_PREFIX}{external_id}"
 
 
-# Outcomes of a line's opening tier, as _display stores them.
+# Outcomes of a line's opening tier, stored as the line's "tier_outcome".
+# TIER_SET: the tier was set and is still the member's after the import's
+# evaluation.
 TIER_SET = "set"
+# TIER_KEPT: the member's own tier ranks as high, so it was kept.
 TIER_KEPT = "kept"
+# TIER_DROPPED and TIER_RAISED: the tier was set, and the import's
+# evaluation moved the member to a lower or a higher tier at once.
+TIER_DROPPED = "dropped"
+TIER_RAISED = "raised"
 
 
 def _display(
@@ -437,7 +456,8 @@ def _display(
     """Return a saved line's values for the report.
 
     ``tier_result`` is TIER_SET or TIER_KEPT (or "" without a tier) and the
-    same in words.
+    same in words. ``_note_final_tiers`` changes both when the evaluation
+    moves the member.
     """
     outcome, text = tier_result
     return {
@@ -696,7 +716,8 @@ def _clean_and_save(
     options: OpeningOptions,
     report: ImportReport,
     batch: ImportBatch | None,
-) -> None:
+) -> Ladder | None:
+    """Read, clean and save the file; return the ladder its tiers were read with."""
     table = read_table(data, file_format, options.encoding)
     columns = map_opening_headers(table.headers)
     report.total_rows = len(table.rows)
@@ -708,40 +729,97 @@ def _clean_and_save(
     records, issues = clean_opening_rows(table, columns, options, tiers)
     report.reject(issues)
     save_openings(records, report, ladder=ladder, batch=batch)
+    return ladder
 
 
-def _evaluate_tiers(member_ids: set[int]) -> int:
-    """Evaluate the members' tiers now; return how many changed, 0 without rules."""
+def _evaluate_tiers(batch: ImportBatch | None, member_ids: set[int]) -> None:
+    """Evaluate the members' tiers now and record the changes in ``batch``.
+
+    The batch's ImportedMember rows then hold the tier fields as the import
+    leaves them, which a rollback compares with. Does nothing without rules.
+    """
     if not member_ids:
-        return 0
+        return
+    as_of = timezone.now()
     try:
-        _, changes = evaluate(sorted(member_ids))
+        ladder = Ladder.load(as_of=as_of)
     except LadderError as error:
         logger.warning(
-            "opening import skipped tier evaluation members=%d error=%s",
-            len(member_ids),
-            error,
-        )
-        return 0
-    return len(changes)
+            "opening import skipped tier evaluation batch=%s members=%d error=%s",
+            getattr(batch, "pk", None), len(member_ids), error,
+        )  # fmt: skip
+        return
+    evaluate_and_record(batch, sorted(member_ids), ladder=ladder, as_of=as_of)
 
 
-def _note_final_tiers(report: ImportReport) -> None:
+def _note_final_tiers(report: ImportReport, ladder: Ladder | None) -> None:
     """Add each saved line's tier after evaluation to its report values.
 
-    Costs one query per chunk of members.
+    A line whose opening tier was set but did not hold gets the outcome
+    TIER_DROPPED or TIER_RAISED, and its text names the member's tier
+    after evaluation and the reason. Costs one query per chunk of members.
     """
-    names: dict[int, str] = {}
+    final: dict[int, tuple[str, int]] = {}
     for chunk in chunked(sorted(report.member_ids)):
-        names.update(
-            Member.objects.filter(pk__in=chunk, tier__isnull=False).values_list(
-                "pk", "tier__name"
-            )
+        rows = Member.objects.filter(pk__in=chunk, tier__isnull=False).values_list(
+            "pk", "tier__name", "tier__rank"
         )
+        final.update((pk, (name, rank)) for pk, name, rank in rows)
+    ranks = {tier.name: tier.rank for tier in ladder.tiers} if ladder else {}
     for line in report.lines:
         member_id = line.values.get("member_id")
-        if member_id:
-            line.values["tier_after"] = names.get(int(member_id), "")
+        if not member_id:
+            continue
+        name, rank = final.get(int(member_id), ("", None))
+        line.values["tier_after"] = name
+        opening = line.values.get("tier", "")
+        if line.values.get("tier_outcome") != TIER_SET or name == opening:
+            continue
+        opening_rank = ranks.get(opening)
+        if rank is not None and opening_rank is not None and rank > opening_rank:
+            line.values["tier_outcome"] = TIER_RAISED
+            line.values["tier_result"] = (
+                f"set to {opening}, then {name} at once: the balances meet "
+                f"{name}'s rules"
+            )
+        else:
+            line.values["tier_outcome"] = TIER_DROPPED
+            line.values["tier_result"] = (
+                f"set to {opening}, then {name or 'no tier'} at once: the "
+                f"balances do not meet {opening}'s rules"
+            )
+
+
+def tier_outcome_counts(report: ImportReport) -> Counter[str]:
+    """Count the saved lines per opening tier outcome (TIER_SET, TIER_KEPT, ...)."""
+    return Counter(
+        line.values["tier_outcome"]
+        for line in report.lines
+        if line.values.get("tier_outcome")
+    )
+
+
+def describe_tier_outcomes(report: ImportReport) -> list[str]:
+    """Return the lines of text that report the opening tiers, for the command.
+
+    The first line counts the outcomes. Each line whose opening tier did not
+    hold follows, with its number and what happened.
+    """
+    counts = tier_outcome_counts(report)
+    if not counts:
+        return []
+    moved = counts[TIER_DROPPED] + counts[TIER_RAISED]
+    text = [
+        f"Opening tiers: {counts[TIER_SET]} set and kept, {counts[TIER_DROPPED]} "
+        f"dropped at once and {counts[TIER_RAISED]} raised at once by the "
+        f"evaluation, {counts[TIER_KEPT]} not set because the member's tier "
+        "ranks as high or higher."
+    ]
+    if moved:
+        for line in report.sorted_lines():
+            if line.values.get("tier_outcome") in (TIER_DROPPED, TIER_RAISED):
+                text.append(f"Line {line.line}: {line.values['tier_result']}.")
+    return text
 
 
 def _batch_options(options: OpeningOptions, file_format: str) -> dict[str, str]:
@@ -781,7 +859,8 @@ def import_openings(
 
     Everything happens in one transaction, which a dry run rolls back. The
     tiers of the members the file changed are evaluated in it too, and each
-    saved line's values get the member's tier after that as "tier_after".
+    saved line's values get the member's tier after that as "tier_after"
+    (see ``_note_final_tiers`` for a tier that does not hold).
     A confirmed import is recorded in ``batch`` (a checked batch, which
     starts over) or in a new ImportBatch, ending APPLIED, REFUSED or
     FAILED. A rejected file saves nothing else and gives a report whose
@@ -810,13 +889,12 @@ def import_openings(
         report.batch_id = batch.pk
     try:
         with transaction.atomic():
-            _clean_and_save(
-                data, file_format, options, report, None if dry_run else batch
-            )
+            saving_batch = None if dry_run else batch
+            ladder = _clean_and_save(data, file_format, options, report, saving_batch)
             # A dry run evaluates too, so that its report shows the tier
             # each member ends up in, before the rollback undoes it.
-            _evaluate_tiers(report.member_ids)
-            _note_final_tiers(report)
+            _evaluate_tiers(saving_batch, report.member_ids)
+            _note_final_tiers(report, ladder)
             if dry_run:
                 transaction.set_rollback(True)
             else:
@@ -971,55 +1049,3 @@ def _forget_upload(batch_id: int) -> None:
         return
     batch.upload.delete(save=False)
     ImportBatch.objects.filter(pk=batch_id).update(upload="")
-
-
-# Rollback
-
-
-def rollback_openings(batch: ImportBatch, user: Any) -> dict[str, Any]:
-    """Undo an opening balance batch; return the counts for its rollback summary.
-
-    Deletes the batch's opening balances, restores the tier fields its
-    opening tiers replaced (see tiers.openings.restore_tiers) and evaluates
-    the members' tiers again. Call it through
-    members.importing.batches.rollback_batch, which locks the batch, checks
-    that it is APPLIED and records the rollback.
-    """
-    now = timezone.now()
-    user_id = getattr(user, "pk", None)
-    logger.info("opening rollback started batch=%d user_id=%s", batch.pk, user_id)
-    with transaction.atomic():
-        replaced = dict(
-            ImportedMember.objects.filter(batch=batch).values_list(
-                "member_id", "previous"
-            )
-        )
-        activities = Activity.objects.filter(import_batch=batch)
-        member_ids = set(replaced) | set(
-            activities.order_by().values_list("member_id", flat=True).distinct()
-        )
-        deleted = activities.delete()[0]
-        try:
-            ladder: Ladder | None = Ladder.load(as_of=now)
-        except LadderError:
-            ladder = None
-        restored = restore_tiers(
-            {member_id: values for member_id, values in replaced.items() if values},
-            ladder,
-            batch_id=batch.pk,
-            now=now,
-        )
-        changed = _evaluate_tiers(member_ids)
-    summary = {
-        "activities_deleted": deleted,
-        "tiers_restored": restored.restored,
-        "conflicts": restored.conflicts,
-        "tiers_evaluated": ladder is not None,
-        "tiers_changed": changed,
-    }
-    logger.info(
-        "opening rollback finished batch=%d activities_deleted=%d tiers_restored=%d "
-        "conflicts=%d tiers_changed=%d",
-        batch.pk, deleted, restored.restored, restored.conflicts, changed,
-    )  # fmt: skip
-    return summary

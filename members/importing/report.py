@@ -37,8 +37,38 @@ class LineOutcome:
     values: dict[str, str] = field(default_factory=dict)
 
 
+class StatusCounts:
+    """The number of lines per status, read from ``counts``."""
+
+    counts: Counter[Status]
+
+    @property
+    def created(self) -> int:
+        return self.counts[Status.CREATED]
+
+    @property
+    def updated(self) -> int:
+        return self.counts[Status.UPDATED]
+
+    @property
+    def unchanged(self) -> int:
+        return self.counts[Status.UNCHANGED]
+
+    @property
+    def already_imported(self) -> int:
+        return self.counts[Status.ALREADY_IMPORTED]
+
+    @property
+    def duplicates(self) -> int:
+        return self.counts[Status.DUPLICATE]
+
+    @property
+    def rejected(self) -> int:
+        return self.counts[Status.REJECTED]
+
+
 @dataclass
-class ImportReport:
+class ImportReport(StatusCounts):
     """Counts and details of one import, whether dry run or confirmed.
 
     ``refused`` is the reason a whole file was rejected, with nothing saved.
@@ -83,30 +113,6 @@ class ImportReport:
             SkippedIssue(issue.line, issue.column, issue.value, issue.reason, status)
         )
         self.add_line(issue.line, status)
-
-    @property
-    def created(self) -> int:
-        return self.counts[Status.CREATED]
-
-    @property
-    def updated(self) -> int:
-        return self.counts[Status.UPDATED]
-
-    @property
-    def unchanged(self) -> int:
-        return self.counts[Status.UNCHANGED]
-
-    @property
-    def already_imported(self) -> int:
-        return self.counts[Status.ALREADY_IMPORTED]
-
-    @property
-    def duplicates(self) -> int:
-        return self.counts[Status.DUPLICATE]
-
-    @property
-    def rejected(self) -> int:
-        return self.counts[Status.REJECTED]
 
     def sorted_lines(self) -> list[LineOutcome]:
         return sorted(self.lines, key=lambda outcome: outcome.line)

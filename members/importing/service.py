@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from members.importing.activity_writer import save_activities
 from members.importing.amounts import DECIMAL_COMMA, DECIMAL_POINT
 from members.importing.batches import (
     add_chunk,
+    evaluate_and_record,
     finish_batch,
     mark_running,
     start_batch,
@@ -45,8 +47,7 @@ from members.importing.reading import detect_format, read_table
 from members.importing.report import ImportReport
 from members.importing.table import SourceRow, Table
 from members.models import Channel, ColumnMapping, ImportBatch
-from tiers.evaluation import evaluate
-from tiers.ladder import LadderError
+from tiers.ladder import Ladder, LadderError
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +67,21 @@ def _check_arguments(kind: str, options: CleaningOptions) -> None:
         )
 
 
-def _evaluate_tiers(member_ids: set[int]) -> None:
+def _evaluate_tiers(batch: ImportBatch, member_ids: set[int]) -> None:
+    """Evaluate the members' tiers, recording the changes in ``batch`` for a rollback."""
     if not member_ids:
         return
+    as_of = timezone.now()
     try:
-        evaluate(member_ids)
+        ladder = Ladder.load(as_of=as_of)
     except LadderError as error:
         # Without tiers there is nothing to assign; the ledger still counts.
         logger.warning(
-            "import skipped tier evaluation members=%d error=%s", len(member_ids), error
-        )
+            "import skipped tier evaluation batch=%d members=%d error=%s",
+            batch.pk, len(member_ids), error,
+        )  # fmt: skip
+        return
+    evaluate_and_record(batch, sorted(member_ids), ladder=ladder, as_of=as_of)
 
 
 CHANNEL_OPTION_HELP = (
@@ -243,7 +249,8 @@ def import_data(
     Everything happens in one transaction: a dry run rolls it back, and an
     unexpected error rolls it back before it propagates. A confirmed import
     re-evaluates the tiers of every member it touched inside the same
-    transaction, so a refund later in the file cancels a purchase before it.
+    transaction, so a refund later in the file cancels a purchase before it,
+    and records the tier fields that changed in the batch for a rollback.
     A rejected file saves nothing and gives a report whose ``refused`` is
     the reason, with all counts zero.
 
@@ -279,7 +286,7 @@ def import_data(
                 transaction.set_rollback(True)
             else:
                 assert batch is not None
-                _evaluate_tiers(report.member_ids)
+                _evaluate_tiers(batch, report.member_ids)
                 add_chunk(batch, report)
                 if channel is not None:
                     remember_mapping(channel, kind, used, user)

@@ -7,7 +7,9 @@ cleans and saves the rows chunk by chunk inside one transaction: a refused
 or failed file saves nothing. The writers find repeats across chunks
 through the import batch that every saved row records. At the end, the
 tiers of the members the file touched are evaluated again, with their ids
-read from the database in chunks rather than kept in memory.
+read from the database in chunks rather than kept in memory. The tier
+fields that change are recorded in the batch, so a rollback can restore
+them.
 
 ``import_data`` in ``members.importing.service`` stays the path for files
 that fit in memory; it gives the same results on the same file.
@@ -32,7 +34,12 @@ from django.utils import timezone
 
 from members.importing.activity_writer import save_activities
 from members.importing.amounts import DECIMAL_COMMA, DECIMAL_POINT
-from members.importing.batches import add_chunk, finish_batch, start_batch
+from members.importing.batches import (
+    add_chunk,
+    evaluate_and_record,
+    finish_batch,
+    start_batch,
+)
 from members.importing.cleaning import (
     CleaningOptions,
     FileEvidence,
@@ -58,7 +65,12 @@ from members.importing.reading import (
     open_stream,
     streaming_max_rows,
 )
-from members.importing.report import ImportReport, SkippedIssue, Status
+from members.importing.report import (
+    ImportReport,
+    SkippedIssue,
+    Status,
+    StatusCounts,
+)
 from members.importing.service import (
     channel_mapping,
     remember_mapping,
@@ -66,7 +78,6 @@ from members.importing.service import (
 )
 from members.importing.table import SourceRow, check_row_count
 from members.models import Activity, Channel, ImportBatch, ImportedMember
-from tiers.evaluation import evaluate
 from tiers.ladder import Ladder, LadderError
 
 logger = logging.getLogger(__name__)
@@ -135,7 +146,7 @@ class IssueSpool:
 
 
 @dataclass
-class StreamReport:
+class StreamReport(StatusCounts):
     """The outcome of a streamed import: counts, but no per-line list.
 
     ``refused`` is the reason a whole file was rejected, with nothing saved.
@@ -160,30 +171,6 @@ class StreamReport:
     def add(self, report: ImportReport) -> None:
         self.counts.update(report.counts)
         self.channels_created.update(report.channels_created)
-
-    @property
-    def created(self) -> int:
-        return self.counts[Status.CREATED]
-
-    @property
-    def updated(self) -> int:
-        return self.counts[Status.UPDATED]
-
-    @property
-    def unchanged(self) -> int:
-        return self.counts[Status.UNCHANGED]
-
-    @property
-    def already_imported(self) -> int:
-        return self.counts[Status.ALREADY_IMPORTED]
-
-    @property
-    def duplicates(self) -> int:
-        return self.counts[Status.DUPLICATE]
-
-    @property
-    def rejected(self) -> int:
-        return self.counts[Status.REJECTED]
 
     def summary(self) -> str:
         return (
@@ -342,8 +329,15 @@ def _save_rows(
             _report_progress(progress, IMPORTING, done, plan.total_rows)
 
 
-def _touched_member_ids(batch: ImportBatch, kind: str) -> Iterator[int]:
-    """Yield the ids of the members the batch saved rows for, read in chunks."""
+def _touched_member_ids(
+    batch: ImportBatch, kind: str, size: int
+) -> Iterator[list[int]]:
+    """Yield the ids of the members the batch saved rows for, ``size`` at a time.
+
+    Each chunk is one query that starts after the last id of the one before.
+    No cursor stays open, because evaluating a chunk writes ImportedMember
+    rows of the batch, the table a member import's ids are read from.
+    """
     ids: QuerySet[Any, int]
     if kind == ACTIVITIES:
         activities = Activity.objects.filter(import_batch=batch)
@@ -351,7 +345,10 @@ def _touched_member_ids(batch: ImportBatch, kind: str) -> Iterator[int]:
     else:
         imported = ImportedMember.objects.filter(batch=batch)
         ids = imported.order_by("member_id").values_list("member_id", flat=True)
-    yield from ids.distinct().iterator(chunk_size=settings.CRM_EVALUATION_CHUNK_SIZE)
+    last = 0
+    while chunk := list(ids.filter(member_id__gt=last).distinct()[:size]):
+        yield chunk
+        last = chunk[-1]
 
 
 def _evaluate_tiers(
@@ -360,8 +357,10 @@ def _evaluate_tiers(
     """Evaluate the tiers of every member the batch touched; return how many.
 
     The ids come from the rows the batch saved, chunk by chunk, so memory
-    does not grow with the file. Without a published ladder nothing is
-    evaluated, as in ``service.import_data``.
+    does not grow with the file. The tier fields that change are recorded
+    in the batch for a rollback (see ``batches.evaluate_and_record``).
+    Without a published ladder nothing is evaluated, as in
+    ``service.import_data``.
     """
     as_of = timezone.now()
     try:
@@ -373,11 +372,10 @@ def _evaluate_tiers(
             error,
         )
         return 0
-    chunk_size = settings.CRM_EVALUATION_CHUNK_SIZE
-    member_ids = _touched_member_ids(batch, kind)
     done = 0
-    while chunk := list(islice(member_ids, chunk_size)):
-        evaluate(chunk, as_of=as_of, ladder=ladder, chunk_size=chunk_size)
+    chunks = _touched_member_ids(batch, kind, settings.CRM_EVALUATION_CHUNK_SIZE)
+    for chunk in chunks:
+        evaluate_and_record(batch, chunk, ladder=ladder, as_of=as_of)
         done += len(chunk)
         _report_progress(progress, EVALUATING, done, None)
     return done

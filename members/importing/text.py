@@ -14,6 +14,13 @@ _HEADER_SEPARATORS = re.compile(r"[\s\-]+")
 FORMULA_PREFIXES = frozenset("=+-@")
 # Characters that make a spreadsheet start a formula or break a cell.
 _EXPORT_QUOTED_PREFIXES = frozenset("=+-@\t\r")
+# Maximum characters in one cell of an import file. It is the default of
+# Python's csv.field_size_limit(), which the CSV reader keeps, and the XLSX
+# reader applies the same number.
+MAX_CELL_CHARS = 131_072
+# Maximum characters of a file's value quoted in a message, report or
+# error CSV, so that one huge cell cannot flood them.
+MAX_SHOWN_CHARS = 200
 
 
 def strip_invisible(text: str) -> str:
@@ -65,3 +72,10 @@ def quote_formula(text: str) -> str:
     if text and (text[0] in _EXPORT_QUOTED_PREFIXES or is_quoted_formula(text)):
         return "'" + text
     return text
+
+
+def shorten(text: str, max_chars: int = MAX_SHOWN_CHARS) -> str:
+    """Cut text to ``max_chars`` characters, ending with "…" when it was cut."""
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1] + "…"

@@ -4,7 +4,8 @@ The archive's directory is checked before any part is inflated. openpyxl
 parses XML through defusedxml when that package is installed, which makes
 entity declarations ("billion laughs") an error instead of a memory blow-up.
 ``read_xlsx`` reads bytes held in memory, and ``XlsxStream`` reads a stored
-file row by row, any number of times.
+file row by row, any number of times. Both return ``XlsxRow``s, which carry
+the workbook's date system and the cells whose formula has no saved result.
 """
 
 from __future__ import annotations
@@ -18,20 +19,23 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import BinaryIO
-from xml.etree.ElementTree import ParseError
+from xml.etree.ElementTree import Element, ParseError
 
 import openpyxl
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from openpyxl.utils.cell import range_boundaries
+from openpyxl.utils.cell import coordinate_to_tuple, range_boundaries
+from openpyxl.utils.datetime import WINDOWS_EPOCH
 from openpyxl.utils.exceptions import InvalidFileException
 
 from members.importing.errors import FileRejected
 from members.importing.table import SourceRow, Table, check_row_count
+from members.importing.text import MAX_CELL_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,40 @@ _READ_ERRORS = (
 # small XML parts legitimately compress very well.
 _RATIO_CHECK_MIN_BYTES = 1024 * 1024
 _ZERO_PADDED_FORMAT = re.compile(r"0{2,}")
+# A file with more formula cells without a saved result than this is
+# rejected whole, so that the positions kept for them stay small.
+MAX_UNSAVED_FORMULAS = 10_000
+UNSAVED_FORMULAS_MESSAGE = (
+    "The file has more than {count:,} formula cells with no saved result, "
+    "which happens when a program other than Excel wrote the file. Open the "
+    "file in Excel, save it, and import again."
+)
+
+
+@dataclass(frozen=True)
+class XlsxRow(SourceRow):
+    """A spreadsheet data row, with what the text of its cells cannot show.
+
+    ``epoch`` is the day that serial number 0 stands for in the workbook's
+    date system: 1899-12-30 for the 1900 system, 1904-01-01 for the 1904
+    system. ``unsaved_formulas`` contains the indexes of formula cells that
+    have no saved result, which openpyxl reads as empty.
+    """
+
+    epoch: dt.datetime = WINDOWS_EPOCH
+    unsaved_formulas: frozenset[int] = frozenset()
+
+
+@dataclass
+class SheetScan:
+    """Merged ranges and unsaved formulas of a sheet, which openpyxl hides.
+
+    ``unsaved_formulas`` maps a line to the 0-based column indexes of its
+    formula cells without a saved result.
+    """
+
+    merged_ranges: list[str] = field(default_factory=list)
+    unsaved_formulas: dict[int, frozenset[int]] = field(default_factory=dict)
 
 
 def check_archive(archive: zipfile.ZipFile) -> None:
@@ -87,21 +125,69 @@ def check_archive(archive: zipfile.ZipFile) -> None:
             )
 
 
-def find_merged_ranges(archive: zipfile.ZipFile, sheet_path: str) -> list[str]:
-    """Return the merged ranges of a sheet ("E2:E4"), read from its XML.
+def _has_no_saved_result(cell: Element) -> bool:
+    """Return whether a <c> element is a formula without a saved result.
 
-    openpyxl's read-only mode ignores merges, so the sheet is streamed
-    through defusedxml once more and row elements are dropped as they end.
+    Excel saves the last result in <v>. A missing <v> means no result, and
+    so does an empty one unless the cell's type is "str" (a formula that
+    returned empty text). openpyxl writes formulas with an empty <v/>.
     """
-    ranges = []
+    formula = value = None
+    for child in cell:
+        tag = child.tag.rsplit("}", 1)[-1]
+        if tag == "f":
+            formula = child
+        elif tag == "v":
+            value = child
+    if formula is None:
+        return False
+    if value is None:
+        return True
+    return not value.text and cell.get("t") != "str"
+
+
+def scan_sheet(archive: zipfile.ZipFile, sheet_path: str) -> SheetScan:
+    """Stream a sheet's XML once for merged ranges and unsaved formulas.
+
+    openpyxl's read-only mode ignores merges and, with ``data_only``,
+    returns None for a formula without a saved result. The sheet is parsed
+    through defusedxml, and row elements are dropped as they end. Raises
+    FileRejected when more than MAX_UNSAVED_FORMULAS cells lack a result.
+    """
+    scan = SheetScan()
+    unsaved: dict[int, set[int]] = {}
+    unsaved_count = 0
+    line = 0
+    column = 0
     with archive.open(sheet_path) as source:
-        for _event, element in iterparse(source, events=("end",)):
+        for event, element in iterparse(source, events=("start", "end")):
             tag = element.tag.rsplit("}", 1)[-1]
-            if tag == "mergeCell" and element.get("ref"):
-                ranges.append(element.get("ref"))
+            if event == "start":
+                if tag == "row":
+                    line = int(element.get("r") or line + 1)
+                    column = 0
+                continue
+            if tag == "c":
+                reference = element.get("r")
+                if reference:
+                    column = coordinate_to_tuple(reference)[1]
+                else:
+                    column += 1
+                if _has_no_saved_result(element):
+                    unsaved_count += 1
+                    if unsaved_count > MAX_UNSAVED_FORMULAS:
+                        raise FileRejected(
+                            UNSAVED_FORMULAS_MESSAGE.format(count=MAX_UNSAVED_FORMULAS)
+                        )
+                    unsaved.setdefault(line, set()).add(column - 1)
+            elif tag == "mergeCell" and element.get("ref"):
+                scan.merged_ranges.append(element.get("ref"))
             elif tag == "row":
                 element.clear()
-    return ranges
+    scan.unsaved_formulas = {
+        line: frozenset(columns) for line, columns in unsaved.items()
+    }
+    return scan
 
 
 def _number_text(value: int | float, number_format: str | None) -> str:
@@ -151,11 +237,26 @@ def cell_text(value: object, number_format: str | None) -> tuple[str, bool]:
     return str(value), False
 
 
-def _row_cells(row: tuple) -> tuple[tuple[str, ...], frozenset[int]]:
+def _too_long_message(line: int, column: int) -> str:
+    return (
+        f"The cell in line {line}, column {column + 1} is longer than "
+        f"{MAX_CELL_CHARS:,} characters, the maximum for one cell. Fix the "
+        "cell and import again."
+    )
+
+
+def _row_cells(row: tuple, line: int) -> tuple[tuple[str, ...], frozenset[int]]:
+    """Return the text of a row's cells and the indexes of its number cells.
+
+    Raises FileRejected for a cell longer than MAX_CELL_CHARS, the limit
+    that the CSV reader applies too.
+    """
     cells = []
     numeric = set()
     for index, cell in enumerate(row):
         text, is_number = cell_text(cell.value, getattr(cell, "number_format", None))
+        if len(text) > MAX_CELL_CHARS:
+            raise FileRejected(_too_long_message(line, index))
         cells.append(text)
         if is_number:
             numeric.add(index)
@@ -164,19 +265,40 @@ def _row_cells(row: tuple) -> tuple[tuple[str, ...], frozenset[int]]:
     return tuple(cells), frozenset(numeric)
 
 
-def _read_rows(rows: Iterator[tuple]) -> Table:
+def _data_row(
+    line: int, row: tuple, epoch: dt.datetime, scan: SheetScan
+) -> XlsxRow | None:
+    """Return a data row, or None when it is blank.
+
+    A row whose only values are formulas without a saved result is kept,
+    so that the cleaner can reject it by column.
+    """
+    cells, numeric = _row_cells(row, line)
+    unsaved = scan.unsaved_formulas.get(line, frozenset())
+    if not unsaved and not any(cell.strip() for cell in cells):
+        return None
+    return XlsxRow(
+        line=line,
+        cells=cells,
+        numeric=numeric,
+        epoch=epoch,
+        unsaved_formulas=unsaved,
+    )
+
+
+def _read_rows(rows: Iterator[tuple], epoch: dt.datetime, scan: SheetScan) -> Table:
     table: Table | None = None
     count = 0
     for line, row in enumerate(rows, start=1):
-        cells, numeric = _row_cells(row)
         if table is None:
-            table = Table(headers=list(cells))
+            table = Table(headers=list(_row_cells(row, line)[0]))
             continue
-        if not any(cell.strip() for cell in cells):
+        data_row = _data_row(line, row, epoch, scan)
+        if data_row is None:
             continue
         count += 1
         check_row_count(count)
-        table.rows.append(SourceRow(line=line, cells=cells, numeric=numeric))
+        table.rows.append(data_row)
     return table or Table(headers=[])
 
 
@@ -225,27 +347,29 @@ def read_xlsx(data: bytes) -> Table:
                 # Without this, every row is padded to the width that the
                 # sheet's <dimension> claims, which can be 16,384 columns.
                 sheet.reset_dimensions()
-                table = _read_rows(sheet.iter_rows())
                 # NOTE: _worksheet_path is private in openpyxl 3.1; it is the
-                # zip path of the sheet that was just read.
-                ranges = find_merged_ranges(archive, sheet._worksheet_path)
+                # zip path of the active sheet.
+                scan = scan_sheet(archive, sheet._worksheet_path)
+                table = _read_rows(sheet.iter_rows(), workbook.epoch, scan)
             finally:
                 workbook.close()
         except _READ_ERRORS as error:
             logger.info("xlsx rejected as unreadable error=%r", error)
             raise FileRejected(NOT_SAFE_MESSAGE) from None
-    _reject_merged_cells(ranges, table.headers)
+    _reject_merged_cells(scan.merged_ranges, table.headers)
     return table
 
 
-def _data_rows(rows: Iterator[tuple]) -> Iterator[SourceRow]:
+def _data_rows(
+    rows: Iterator[tuple], epoch: dt.datetime, scan: SheetScan
+) -> Iterator[SourceRow]:
     """Yield the non-blank rows after the header, turning read errors into
     FileRejected."""
     try:
         for line, row in enumerate(rows, start=2):
-            cells, numeric = _row_cells(row)
-            if any(cell.strip() for cell in cells):
-                yield SourceRow(line=line, cells=cells, numeric=numeric)
+            data_row = _data_row(line, row, epoch, scan)
+            if data_row is not None:
+                yield data_row
     except _READ_ERRORS as error:
         logger.info("xlsx rejected as unreadable error=%r", error)
         raise FileRejected(NOT_SAFE_MESSAGE) from None
@@ -269,6 +393,9 @@ class XlsxStream:
     def __init__(self, open_file: Callable[[], BinaryIO]) -> None:
         _require_defusedxml()
         self._open = open_file
+        # Empty until the scan below; the first rows() call reads only the
+        # header row, which needs no scan.
+        self._scan = SheetScan()
         with open_file() as stream:
             try:
                 archive = zipfile.ZipFile(stream)
@@ -279,11 +406,11 @@ class XlsxStream:
                 with self.rows() as (headers, _rows):
                     pass
                 try:
-                    ranges = find_merged_ranges(archive, self._sheet_path)
+                    self._scan = scan_sheet(archive, self._sheet_path)
                 except _READ_ERRORS as error:
                     logger.info("xlsx rejected as unreadable error=%r", error)
                     raise FileRejected(NOT_SAFE_MESSAGE) from None
-        _reject_merged_cells(ranges, headers)
+        _reject_merged_cells(self._scan.merged_ranges, headers)
 
     @contextmanager
     def rows(self) -> Iterator[tuple[list[str], Iterator[SourceRow]]]:
@@ -312,7 +439,7 @@ class XlsxStream:
                 except _READ_ERRORS as error:
                     logger.info("xlsx rejected as unreadable error=%r", error)
                     raise FileRejected(NOT_SAFE_MESSAGE) from None
-                headers = list(_row_cells(first)[0]) if first is not None else []
-                yield headers, _data_rows(rows)
+                headers = list(_row_cells(first, 1)[0]) if first is not None else []
+                yield headers, _data_rows(rows, workbook.epoch, self._scan)
             finally:
                 workbook.close()

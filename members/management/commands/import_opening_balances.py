@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,9 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from members.importing.amounts import DECIMAL_COMMA, DECIMAL_POINT
 from members.importing.dates import DAY_FIRST, MONTH_FIRST
 from members.importing.openings import (
-    TIER_KEPT,
-    TIER_SET,
     OpeningOptions,
+    describe_tier_outcomes,
     import_openings_file,
 )
 from members.importing.report import ImportReport
@@ -95,12 +93,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Columns not imported: {', '.join(report.ignored_columns)}."
             )
-        outcomes = Counter(line.values.get("tier_outcome") for line in report.lines)
-        if outcomes[TIER_SET] or outcomes[TIER_KEPT]:
-            self.stdout.write(
-                f"Opening tiers: {outcomes[TIER_SET]} set, {outcomes[TIER_KEPT]} "
-                "not set because the member's tier ranks as high or higher."
-            )
+        for text in describe_tier_outcomes(report):
+            self.stdout.write(text)
         for issue in sorted(report.rejections, key=lambda issue: issue.line):
             self.stdout.write(f"Rejected: {issue.message}")
         for issue in sorted(report.skipped, key=lambda issue: issue.line):
