@@ -4,8 +4,8 @@ A till or shop that loops on an error would otherwise flood the event API
 and slow it for every other channel. Each token gets
 CRM_API_TOKEN_RATE requests (for example "1200/min"); a batch of up to
 CRM_API_MAX_BATCH events counts as one request. Past the budget the API
-responds with 429 and a Retry-After header, and the client retries later with
-the same Idempotency-Key, so nothing is lost or stored twice.
+responds with 429 and a Retry-After header. A client that retries later
+with the same Idempotency-Key or reference gets its event stored once.
 
 The counts live in the shared cache (files on one host, or Redis), so
 every web process of the site draws on the same budget.

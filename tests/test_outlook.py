@@ -533,7 +533,7 @@ def test_no_nudge_without_shortfall(tiers, store):
     assert nudge_params(stored(amy)) is None
 
 
-def test_send_nudges_once_a_day_and_only_with_shortfall(tiers, store, settings):
+def test_nudges_once_a_day(tiers, store, settings):
     settings.CRM_NOTIFICATION_BACKENDS = ["in_app"]
     publish_silver(tiers, all_of(Need("net_spend", 1000, window="lifetime")))
     amy = make_member(store, "AMY")

@@ -139,7 +139,7 @@ def test_near_promotion_ranked_by_projected_date(people, quinn):
     ids = listed(client)
 
     # Nina and Noah by their date, Nora without a date last; Fred is too far
-    # and Rita holds Silver already.
+    # and Rita is in Silver already.
     assert ids == [people["nina"].pk, people["noah"].pk, people["nora"].pk]
     nina = MemberOutlook.objects.get(member=people["nina"])
     assert nina.progress == 85

@@ -46,7 +46,7 @@ EXPORT_PERMISSION = "members.export"
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # The rows the extension form lists before it ends with "and N more".
 EXTENSION_PREVIEW_ROWS = 20
-# The most rows a queue list counts; see CappedPaginator.
+# Maximum rows a queue list counts (see CappedPaginator).
 COUNT_CAP = 10_000
 
 

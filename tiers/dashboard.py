@@ -71,7 +71,7 @@ def cache_seconds_setting() -> int:
     return int(getattr(settings, "CRM_DASHBOARD_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
 
 
-# Which tier changes count as automatic, manual or carried over.
+# The grouping of tier change reasons into automatic, manual and carried over.
 #
 # Evaluation and the reviews decide INITIAL, PROMOTION, DEMOTION, RENEWAL
 # and GRACE from the rules, so they are automatic. OVERRIDE is a tier set by

@@ -37,9 +37,9 @@ Pace
 
 At risk
     A member is at risk when its tier, above the base tier, has a review date
-    (or a grace period ending) and the rules would place the member lower if
-    every metric moved at its pace until the end of the period that review
-    judges. Lower means that neither the entry rules of the tier or a higher
+    (or a grace period ending). The member must also be placed lower by the
+    rules if every metric moved at its pace until the end of the period that
+    review judges. Lower means that neither the entry rules of the tier or a higher
     one nor the tier's retention rules would hold, as in Ladder.choose(). As
     in tiers.warnings, an active fixed override or floor that keeps the tier
     past the review, and the "new activity" publish policy for a member with
@@ -1075,8 +1075,8 @@ def extend_reviews(
 
     A review still ahead moves by ``days``. A review that has passed (the
     member is in its grace period, or the review job has not run yet) moves
-    to ``days`` after ``now``, so the extension always gives that much time;
-    any grace date stays, and the tier drops at once if the rules still fail
+    to ``days`` after ``now``, so the extension always gives that much time.
+    Any grace date stays, and the tier drops at once if the rules still fail
     at the new review. One ReviewExtension per member stores who, why and
     the dates before and after. Members without a tier or a review date are
     left unchanged and returned apart. The outlooks of the extended members

@@ -27,7 +27,7 @@ Opening tier
     never lower than the tier the member has. Ongoing benefits follow the
     tier. Welcome benefits are not meant for an opening tier, because the
     member already received the previous program's welcome gift, and
-    tiers.openings says where that is decided.
+    tiers.openings decides it.
 
     The import then evaluates the members' tiers, in the same transaction,
     as it does after any import. A tier with reviews holds until its review
