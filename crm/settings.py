@@ -68,6 +68,19 @@ if PRODUCTION and (
         "`python -c 'import secrets; print(secrets.token_urlsafe(64))'`."
     )
 
+# Key of the HMAC that turns an erased person's channel ids, phone and e-mail
+# into tombstones. It is separate from SECRET_KEY so that rotating the
+# session key does not let erased people back in through an old import file.
+CRM_ERASURE_KEY = env_str(
+    "CRM_ERASURE_KEY", "" if PRODUCTION else "development-only-erasure-key"
+)
+if PRODUCTION and len(CRM_ERASURE_KEY) < 32:
+    raise ImproperlyConfigured(
+        "CRM_ERASURE_KEY is missing or shorter than 32 characters. Set it to a "
+        "random value and never change it, or erased members' tombstones stop "
+        "matching."
+    )
+
 DEBUG = env_bool("DEBUG", default=not PRODUCTION)
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DEBUG must be off when CRM_ENV=production.")

@@ -126,6 +126,15 @@ class Member(models.Model):
             "there and it is no longer evaluated."
         ),
     )
+    erased_at = models.DateTimeField(
+        _("erased at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Set when the member's personal data was erased; the activities stay "
+            "under this pseudonymous row for accounting."
+        ),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -136,6 +145,11 @@ class Member(models.Model):
         permissions = [
             ("import", _("Can import members and activities")),
             ("export", _("Can export members and activities")),
+            (
+                "view_personal_data",
+                _("Can view members' names, phones and e-mails unmasked"),
+            ),
+            ("erase_member", _("Can erase a member's personal data")),
         ]
 
     def __str__(self) -> str:
@@ -712,3 +726,97 @@ class MemberMerge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id} -> {self.target_id}"
+
+
+class AuditAction(models.TextChoices):
+    VIEW_PERSONAL = "view_personal", _("Viewed personal data")
+    LOOKUP = "lookup", _("Looked up by phone or e-mail")
+    EXPORT = "export", _("Exported data")
+    EXPORT_MEMBER = "export_member", _("Exported one member's data")
+    ERASE = "erase", _("Erased personal data")
+    LIFT_TOMBSTONE = "lift_tombstone", _("Allowed an erased person back")
+    OVERRIDE = "override", _("Overrode a tier")
+    MERGE = "merge", _("Merged members")
+    REVERT_MERGE = "revert_merge", _("Reverted a merge")
+    IMPORT = "import", _("Imported data")
+    ROLLBACK = "rollback", _("Rolled back an import")
+
+
+class AuditEvent(models.Model):
+    """One staff action on member data; rows are only ever added.
+
+    ``detail`` holds ids, counts and formats, never the personal data itself.
+    ``username`` keeps the actor's name after the user account is deleted.
+    """
+
+    at = models.DateTimeField(_("at"), default=timezone.now, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    username = models.CharField(_("username"), max_length=150, blank=True)
+    action = models.CharField(_("action"), max_length=20, choices=AuditAction)
+    member = models.ForeignKey(
+        Member,
+        verbose_name=_("member"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+        help_text=_("Empty for actions on many members; see the count."),
+    )
+    count = models.PositiveIntegerField(
+        _("members"), default=1, help_text=_("How many members the action touched.")
+    )
+    detail = models.JSONField(
+        _("detail"), encoder=DjangoJSONEncoder, default=dict, blank=True
+    )
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit log")
+        indexes = [
+            models.Index(fields=["member", "at"], name="auditevent_member_at"),
+            models.Index(fields=["user", "at"], name="auditevent_user_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username or '-'} {self.action} #{self.member_id or '-'}"
+
+
+class ErasureTombstone(models.Model):
+    """A keyed hash of an erased person's channel id, phone or e-mail.
+
+    Imports and channel events reject rows whose hash matches, so that an
+    old file cannot bring the person back. The hash is an HMAC-SHA256 under
+    ``settings.CRM_ERASURE_KEY`` and cannot be reversed without that key.
+    """
+
+    class Kind(models.TextChoices):
+        CHANNEL_ID = "channel_id", _("Channel id")
+        PHONE = "phone", _("Phone")
+        EMAIL = "email", _("E-mail")
+
+    digest = models.CharField(_("keyed hash"), max_length=64, unique=True)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind)
+    member = models.ForeignKey(
+        Member,
+        verbose_name=_("erased member"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="tombstones",
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("erasure tombstone")
+        verbose_name_plural = _("erasure tombstones")
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.digest[:12]}"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STRONG_KEY = "k3y-" + "x7Qp9vLm2Rt8Zw4Yc6Nb1Hd5Jf0Gs3Ua" * 2
+ERASURE_KEY = "e-" + "Wq3Rt5Yu7Io9Pa1Sd" * 3
 
 
 def run_check(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -16,8 +17,16 @@ def run_check(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         key: value
         for key, value in os.environ.items()
         if key
-        not in {"SECRET_KEY", "CRM_ENV", "ALLOWED_HOSTS", "DEBUG", "DATABASE_URL"}
+        not in {
+            "SECRET_KEY",
+            "CRM_ENV",
+            "ALLOWED_HOSTS",
+            "DEBUG",
+            "DATABASE_URL",
+            "CRM_ERASURE_KEY",
+        }
     }
+    environment["CRM_ERASURE_KEY"] = ERASURE_KEY
     environment.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", "check", *args],
@@ -45,6 +54,18 @@ def test_production_refuses_development_key():
 
     assert result.returncode != 0
     assert "SECRET_KEY is missing or weak" in result.stderr
+
+
+def test_production_refuses_missing_erasure_key():
+    result = run_check(
+        CRM_ENV="production",
+        SECRET_KEY=STRONG_KEY,
+        ALLOWED_HOSTS="crm.example.com",
+        CRM_ERASURE_KEY="",
+    )
+
+    assert result.returncode != 0
+    assert "CRM_ERASURE_KEY is missing" in result.stderr
 
 
 def test_production_refuses_missing_hosts():
