@@ -1,14 +1,16 @@
-"""The benefits section of the member page: tier benefits, grants and pools."""
+"""The benefits section of the member page: grants and pools, formatted.
+
+members.page_data loads the rows these functions format.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.utils.translation import gettext as _
 
-from benefits.models import Benefit, BenefitPool, Grant
-from benefits.pools import current_period
-from members.models import Member
+from benefits.models import Benefit, BenefitPool, Grant, TierPeriod
 from tiers.formatting import format_date
 
 Status = Grant.Status
@@ -50,15 +52,6 @@ class PoolRow:
         return max(self.choose - self.chosen_count, 0)
 
 
-def tier_benefits(member: Member) -> list[Benefit]:
-    """Return the welcome and ongoing benefits of the member's tier."""
-    # filter(tiers=None) would match benefits without any tier, so a member
-    # without a tier gets an empty list instead.
-    if member.tier_id is None:
-        return []
-    return list(Benefit.objects.filter(tiers=member.tier_id))
-
-
 def _date_text(grant: Grant) -> str:
     if grant.status == Status.REDEEMED and grant.redeemed_at:
         return _("Redeemed on %(date)s") % {"date": format_date(grant.redeemed_at)}
@@ -73,15 +66,6 @@ def _date_text(grant: Grant) -> str:
             return _("Valid until %(date)s") % {"date": format_date(grant.expires_at)}
         return _("No expiry")
     return ""
-
-
-def member_grants(member: Member) -> list[Grant]:
-    """Return all of the member's grants, newest first, with their benefits."""
-    return list(
-        Grant.objects.filter(member=member)
-        .select_related("benefit")
-        .order_by("-created_at", "-pk")
-    )
 
 
 def grant_rows(grants: list[Grant]) -> list[GrantRow]:
@@ -100,24 +84,19 @@ def grant_rows(grants: list[Grant]) -> list[GrantRow]:
     ]
 
 
-def pool_rows(member: Member, grants: list[Grant]) -> list[PoolRow]:
-    """Return the pools of the member's tier, marking what they chose this period.
+def pool_rows(
+    pools: Sequence[tuple[BenefitPool, Sequence[Benefit]]],
+    grants: Sequence[Grant],
+    period: TierPeriod | None,
+) -> list[PoolRow]:
+    """Build the rows of the tier's pools, marking what was chosen this period.
 
-    Costs one query for the pools, and two more (options, current period)
-    only when the tier has pools.
+    ``pools`` pairs each pool of the member's tier with its options, and
+    ``period`` is the member's current period in that tier (see
+    benefits.pools.current_period), where choices count. Runs no query.
     """
-    if member.tier_id is None:
-        return []
-    pools = list(
-        BenefitPool.objects.filter(tier=member.tier_id)
-        .prefetch_related("options")
-        .order_by("name", "pk")
-    )
-    if not pools:
-        return []
-    period = current_period(member.pk, member.tier_id)
     rows = []
-    for pool in pools:
+    for pool, options in pools:
         chosen = {
             grant.benefit_id
             for grant in grants
@@ -138,7 +117,7 @@ def pool_rows(member: Member, grants: list[Grant]) -> list[PoolRow]:
                         description=option.description,
                         chosen=option.pk in chosen,
                     )
-                    for option in sorted(pool.options.all(), key=lambda b: b.name)
+                    for option in options
                 ],
             )
         )

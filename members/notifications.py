@@ -379,6 +379,13 @@ def recent_in_app_messages(member: Member, language: str) -> list[InAppMessage]:
         channel="in_app",
         status=OutboxMessage.Status.SENT,
     ).order_by("-created_at", "-pk")[:RECENT_MESSAGE_COUNT]
+    return in_app_items(messages, language)
+
+
+def in_app_items(
+    messages: Iterable[OutboxMessage], language: str
+) -> list[InAppMessage]:
+    """Render loaded in-app messages in ``language``, in the order given."""
     items = []
     with translation.override(language):
         for message in messages:

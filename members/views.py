@@ -13,21 +13,19 @@ from django.utils.translation import get_language
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from benefits.pages import grant_rows, member_grants, pool_rows, tier_benefits
+from benefits.pages import grant_rows, pool_rows
 from members.links import ExpiredMemberLink, MemberLinkError, member_from_token
-from members.models import Member
-from members.notifications import recent_in_app_messages
+from members.models import Activity
+from members.notifications import in_app_items
+from members.page_data import load_page_rows
 from tiers.formatting import format_date, format_money
-from tiers.ladder import Ladder
-from tiers.models import ReviewWarning
-from tiers.outlook import member_pace
+from tiers.ladder_cache import cached_ladder
+from tiers.outlook import member_pace, pace_days, pace_specs
 from tiers.progress import member_progress
 from tiers.rendering import activity_label
 from tiers.warnings import warning_text
 
 logger = logging.getLogger(__name__)
-
-RECENT_ACTIVITY_COUNT = 10
 
 
 @dataclass(frozen=True)
@@ -40,48 +38,18 @@ class ActivityRow:
     amount_text: str
 
 
-def _recent_activity(member: Member) -> list[ActivityRow]:
-    """Return the newest activities, with channel and kind joined in one query."""
-    activities = member.activities.select_related("channel", "kind").order_by(
-        "-occurred_at", "-pk"
-    )[:RECENT_ACTIVITY_COUNT]
+def _activity_rows(activities: list[Activity], language: str) -> list[ActivityRow]:
+    """Format activities whose channel and kind are loaded already."""
     return [
         ActivityRow(
             date_text=format_date(activity.occurred_at),
             channel=str(activity.channel),
-            kind=activity_label(activity, get_language() or settings.LANGUAGE_CODE),
+            kind=activity_label(activity, language),
             # Visits, reviews and referrals carry no amount, so none is shown.
             amount_text=format_money(activity.amount) if activity.amount else "",
         )
         for activity in activities
     ]
-
-
-def _benefits(member: Member) -> dict[str, object]:
-    """Return the benefits section: the tier's benefits, grants and pools."""
-    grants = member_grants(member)
-    return {
-        "benefits": tier_benefits(member),
-        "grants": grant_rows(grants),
-        "pools": pool_rows(member, grants),
-    }
-
-
-def _review_warning(member: Member) -> str:
-    """Return the warning text for the member's next review, or "" if none.
-
-    Costs one query, and none for a member without a review date.
-    """
-    if member.review_at is None or member.tier_id is None:
-        return ""
-    warning = (
-        ReviewWarning.objects.select_related("tier")
-        .filter(member=member, review_at=member.review_at, tier=member.tier_id)
-        .first()
-    )
-    if warning is None:
-        return ""
-    return warning_text(warning, get_language() or settings.LANGUAGE_CODE)
 
 
 def keep_private(response: HttpResponse) -> HttpResponse:
@@ -125,19 +93,40 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
         return keep_private(render(request, "members/merged.html"))
 
     as_of = timezone.now()
-    # Loaded once for the progress bars and the pace, so the figures agree.
-    ladder = Ladder.load(as_of=as_of)
-    progress = member_progress(member, as_of, ladder=ladder)
+    language = get_language() or settings.LANGUAGE_CODE
+    # Three queries in the usual case. The first loaded the member with its
+    # tier above. One UNION ALL loads the page's rows (overrides, grants,
+    # benefits, pools, activity, messages, the review warning), and one
+    # aggregate the metrics of the rules and of the pace. member_progress()
+    # lists the cases that cost more. The ladder comes from the cache, which
+    # publishing resets, and costs no query while the cache contains it.
+    ladder = cached_ladder(as_of)
+    rows = load_page_rows(member)
+    progress = member_progress(
+        member,
+        as_of,
+        ladder=ladder,
+        overrides=rows.overrides,
+        extra_specs=pace_specs(ladder, pace_days()).values(),
+    )
+    warning = rows.review_warning
     context: dict[str, object] = {
         "member": member,
         "progress": progress,
-        "pace": member_pace(member, progress.as_of, ladder=ladder),
-        "review_warning": _review_warning(member),
-        **_benefits(member),
-        "activities": _recent_activity(member),
-        "notifications": recent_in_app_messages(
-            member, get_language() or settings.LANGUAGE_CODE
+        # The same ladder and metrics as the progress bars, so the figures agree.
+        "pace": member_pace(
+            member,
+            progress.as_of,
+            ladder=ladder,
+            metrics=progress.metrics,
+            overrides=rows.overrides,
         ),
+        "review_warning": warning_text(warning, language) if warning else "",
+        "benefits": rows.tier_benefits,
+        "grants": grant_rows(rows.grants),
+        "pools": pool_rows(rows.pools, rows.grants, rows.period),
+        "activities": _activity_rows(rows.activities, language),
+        "notifications": in_app_items(rows.messages, language),
     }
     response = render(request, "members/member_page.html", context)
     return keep_private(response)

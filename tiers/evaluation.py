@@ -507,6 +507,8 @@ def _evaluate_chunk(
     as_of: dt.datetime,
     *,
     explain_all: bool = False,
+    metrics_by_member: dict[int, dict[str, Decimal]] | None = None,
+    overrides: dict[int, TierOverride] | None = None,
 ) -> list[MemberEvaluation]:
     member_ids = [row[0] for row in members]
     ledger = (
@@ -514,13 +516,15 @@ def _evaluate_chunk(
         if activities is not None
         else Activity.objects.filter(member_id__in=member_ids)
     )
-    metrics_by_member = compute_metrics(ledger, ladder.specs, ladder.kinds, as_of)
+    if metrics_by_member is None:
+        metrics_by_member = compute_metrics(ledger, ladder.specs, ladder.kinds, as_of)
     with_new_activity: set[int] = set()
     if ladder.policy == RuleVersion.Policy.NEW_ACTIVITY and ladder.effective_from:
         with_new_activity = _members_with_new_activity(
             member_ids, ladder.effective_from
         )
-    overrides = _active_overrides(member_ids, as_of)
+    if overrides is None:
+        overrides = _active_overrides(member_ids, as_of)
     decisions = {
         row[0]: _rules_decision(
             ladder,
@@ -889,9 +893,19 @@ def evaluate(
 
 
 def explain_member(
-    member: Member, as_of: dt.datetime | None = None, ladder: Ladder | None = None
+    member: Member,
+    as_of: dt.datetime | None = None,
+    ladder: Ladder | None = None,
+    *,
+    metrics: dict[str, Decimal] | None = None,
+    overrides: dict[int, TierOverride] | None = None,
 ) -> MemberEvaluation:
-    """Evaluate one member without writing anything, for pages and support staff."""
+    """Evaluate one member without writing anything, for pages and support staff.
+
+    A caller that loaded them already passes the member's ``metrics`` as of
+    ``as_of`` and the ``overrides`` in force then (as _active_overrides()
+    returns them), which saves those two queries.
+    """
     as_of = as_of or timezone.now()
     ladder = ladder or Ladder.load(as_of=as_of)
     row: MemberRow = (
@@ -901,7 +915,15 @@ def explain_member(
         member.review_at,
         member.grace_until,
     )
-    (evaluation,) = _evaluate_chunk(ladder, [row], None, as_of, explain_all=True)
+    (evaluation,) = _evaluate_chunk(
+        ladder,
+        [row],
+        None,
+        as_of,
+        explain_all=True,
+        metrics_by_member=None if metrics is None else {member.pk: metrics},
+        overrides=overrides,
+    )
     return evaluation
 
 

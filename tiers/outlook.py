@@ -576,20 +576,34 @@ def _override_keepers(
     ladder: Ladder,
     deadlines: Mapping[int, tuple[int, dt.datetime]],
     as_of: dt.datetime,
+    overrides: Sequence[TierOverride] | None = None,
 ) -> set[int]:
     """Return the members whose active fixed override or floor keeps their
-    tier past its deadline, in one query.
+    tier past its deadline, in one query, or none when the members'
+    ``overrides`` are passed in.
 
     ``deadlines`` maps member ids to their tier id and deadline.
     """
     if not deadlines:
         return set()
-    rows = TierOverride.objects.filter(
-        member_id__in=list(deadlines),
-        status=TierOverride.Status.ACTIVE,
-        mode__in=[TierOverride.Mode.FIXED, TierOverride.Mode.FLOOR],
-        requested_at__lte=as_of,
-    ).values_list("member_id", "until", "tier__rank")
+    modes = [TierOverride.Mode.FIXED, TierOverride.Mode.FLOOR]
+    rows: Iterable[tuple[int, dt.datetime | None, int]]
+    if overrides is None:
+        rows = TierOverride.objects.filter(
+            member_id__in=list(deadlines),
+            status=TierOverride.Status.ACTIVE,
+            mode__in=modes,
+            requested_at__lte=as_of,
+        ).values_list("member_id", "until", "tier__rank")
+    else:
+        rows = [
+            (override.member_id, override.until, tier.rank)
+            for override in overrides
+            if override.status == TierOverride.Status.ACTIVE
+            and override.mode in modes
+            and override.requested_at <= as_of
+            and (tier := ladder.by_id(override.tier_id)) is not None
+        ]
     keepers = set()
     for member_id, until, rank in rows:
         tier_id, deadline = deadlines[member_id]
@@ -879,6 +893,7 @@ def member_outlook(
     *,
     ladder: Ladder | None = None,
     metrics: Mapping[str, Decimal] | None = None,
+    overrides: Sequence[TierOverride] | None = None,
 ) -> Outlook:
     """Compute one member's outlook live from its stored tier and dates.
 
@@ -887,9 +902,11 @@ def member_outlook(
     Costs seven queries: six to load the rules and one aggregate for both the
     metrics and the pace. A caller that has evaluated the member already can
     pass the ``ladder`` and the member's ``metrics`` as of ``as_of``, which
-    leaves one aggregate over the pace window. A member with a review date
-    adds one query for the overrides, and the "new_activity" publish policy
-    one more. Raises LadderError when no rule version is in effect.
+    leaves one aggregate over the pace window, and none when ``metrics``
+    contains the pace windows of pace_specs() too. A member with a review
+    date adds one query for the overrides unless the caller passes the
+    member's ``overrides``, and the "new_activity" publish policy one more.
+    Raises LadderError when no rule version is in effect.
     """
     as_of = as_of or timezone.now()
     ladder = ladder or Ladder.load(as_of=as_of)
@@ -901,6 +918,8 @@ def member_outlook(
         rows = compute_metrics(ledger, specs_to_compute, ladder.kinds, as_of)
         metrics = rows.get(member.pk, {})
         recent = recent_values(metrics, specs)
+    elif all(spec.key in metrics for spec in specs.values()):
+        recent = recent_values(metrics, specs)
     else:
         paces = _recent_metrics(ledger, ladder, specs, as_of, days)
         recent = recent_values(paces.get(member.pk, {}), specs)
@@ -909,7 +928,7 @@ def member_outlook(
     policy_kept: set[int] = set()
     if deadline is not None and member.tier_id is not None:
         keepers = _override_keepers(
-            ladder, {member.pk: (member.tier_id, deadline)}, as_of
+            ladder, {member.pk: (member.tier_id, deadline)}, as_of, overrides
         )
         policy_kept = _without_new_activity(ladder, [member.pk])
     return project_outlook(
@@ -932,6 +951,7 @@ def member_pace(
     *,
     ladder: Ladder | None = None,
     metrics: Mapping[str, Decimal] | None = None,
+    overrides: Sequence[TierOverride] | None = None,
 ) -> PaceText:
     """Return the member page's pace sentences, or none without rules in effect.
 
@@ -939,7 +959,9 @@ def member_pace(
     """
     as_of = as_of or timezone.now()
     try:
-        outlook = member_outlook(member, as_of, ladder=ladder, metrics=metrics)
+        outlook = member_outlook(
+            member, as_of, ladder=ladder, metrics=metrics, overrides=overrides
+        )
     except LadderError:
         return PaceText()
     return describe_pace(outlook, as_of)

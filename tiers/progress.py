@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import get_language, gettext, ngettext, ngettext_lazy
 
-from members.models import Member
+from members.models import Activity, Member
 from tiers.evaluation import explain_member
 from tiers.formatting import (
     format_count,
@@ -31,7 +31,8 @@ from tiers.formatting import (
     local_date,
 )
 from tiers.ladder import Ladder, TierRuleSet
-from tiers.models import Metric, RuleGroup, Window
+from tiers.metrics import MetricSpec, compute_metrics
+from tiers.models import Metric, RuleGroup, TierOverride, Window
 from tiers.rendering import render_group
 
 DEFAULT_COLOUR = "#8a8a8a"
@@ -197,6 +198,9 @@ class MemberProgress:
     hold: TierHold | None = None
     # Set while a fixed override or floor that staff set keeps the shown tier.
     override_text: str = ""
+    # The member's metrics as of ``as_of`` that the evaluation used, keyed by
+    # MetricSpec.key, with any extra windows the caller asked for.
+    metrics: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 def override_text(member: Member, explanation: Mapping[str, Any]) -> str:
@@ -683,23 +687,92 @@ def build_progress(
     )
 
 
+def overrides_in_force(
+    member: Member, overrides: Iterable[TierOverride], as_of: dt.datetime
+) -> dict[int, TierOverride]:
+    """Pick the override in force at ``as_of`` from the member's active ones.
+
+    Follows tiers.evaluation._active_overrides(): the latest request wins,
+    and an active override whose end date has passed both ``as_of`` and now
+    is marked ended, which costs queries only when there is one.
+    """
+    now = timezone.now()
+    in_force: dict[int, TierOverride] = {}
+    ended = False
+    for override in sorted(overrides, key=lambda o: (o.requested_at, o.pk)):
+        if (
+            override.status != TierOverride.Status.ACTIVE
+            or override.requested_at > as_of
+        ):
+            continue
+        if override.until is None or override.until > as_of:
+            # Evaluation reads the member's stored dates through the override.
+            override.member = member
+            in_force[member.pk] = override
+        elif override.until <= now:
+            ended = True
+    if ended:
+        # Imported on use because tiers.overrides imports tiers.evaluation.
+        from tiers.overrides import end_expired_overrides
+
+        end_expired_overrides(as_of, member_ids=[member.pk])
+    return in_force
+
+
+def member_metrics(
+    member: Member, ladder: Ladder, as_of: dt.datetime, specs: Iterable[MetricSpec]
+) -> dict[str, Decimal]:
+    """Aggregate the member's metrics for ``specs`` in one query.
+
+    Every spec gets a value, zero without activity in its window. Growth
+    value weights with a daily cap add one query per growth value window.
+    """
+    specs = set(specs)
+    rows = compute_metrics(
+        Activity.objects.filter(member_id=member.pk), specs, ladder.kinds, as_of
+    )
+    found = rows.get(member.pk, {})
+    return {spec.key: found.get(spec.key, Decimal(0)) for spec in specs}
+
+
 def member_progress(
-    member: Member, as_of: dt.datetime | None = None, *, ladder: Ladder | None = None
+    member: Member,
+    as_of: dt.datetime | None = None,
+    *,
+    ladder: Ladder | None = None,
+    overrides: Sequence[TierOverride] | None = None,
+    extra_specs: Iterable[MetricSpec] = (),
 ) -> MemberProgress:
     """Evaluate ``member`` without saving and build its page's tier section.
 
-    Costs seven queries: six to load the version in effect (the version,
+    Costs eight queries: six to load the version in effect (the version,
     groups, requirements, tier rules with tiers, activity kinds, weights),
-    unless ``ladder`` is given, and the metrics aggregate. A version with the
-    "new_activity" policy adds one, and growth value weights with a daily cap
-    add one per growth value window.
+    unless ``ladder`` is given, one aggregate for the metrics of the ladder
+    and of ``extra_specs``, and one for the overrides, unless the member's
+    active ``overrides`` are given. A due review adds one aggregate as of
+    its date, a version with the "new_activity" policy one query, and growth
+    value weights with a daily cap one per growth value window.
     """
     as_of = as_of or timezone.now()
     if ladder is None:
         ladder = Ladder.load(as_of=as_of)
-    evaluation = explain_member(member, as_of, ladder)
+    # TODO: a due review (its date passed and no evaluation has run since)
+    # still costs explain_member() one more aggregate as of the review date.
+    # Computing those windows, cut off at the review, in this GROUP BY would
+    # keep the page at three queries then too.
+    metrics = member_metrics(member, ladder, as_of, ladder.specs | set(extra_specs))
+    evaluation = explain_member(
+        member,
+        as_of,
+        ladder,
+        metrics=metrics,
+        overrides=None
+        if overrides is None
+        else overrides_in_force(member, overrides, as_of),
+    )
     if evaluation.explanation is None:
         raise RuntimeError(
             f"explain_member() returned no explanation for member id={member.pk}."
         )
-    return build_progress(member, evaluation.explanation, ladder, evaluation.metrics)
+    progress = build_progress(member, evaluation.explanation, ladder, metrics)
+    return replace(progress, metrics=metrics)

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from tiers.ladder_cache import forget_ladders
 from tiers.metrics import program_zone
 from tiers.models import RuleVersion
 from tiers.validation import version_problems
@@ -131,6 +132,10 @@ def publish(
         locked.policy = policy
         locked._change_reason = f"Published: {reason.strip()}"  # type: ignore[attr-defined]
         locked.save()
+        # Again after commit: a page that read the versions in between may
+        # have cached them without this one.
+        forget_ladders()
+        transaction.on_commit(forget_ladders)
         if policy == RuleVersion.Policy.REEVALUATE:
             transaction.on_commit(lambda: _queue_reevaluation(locked))
     logger.info(
