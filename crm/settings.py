@@ -7,6 +7,7 @@ stops the process at start-up instead of running with an unsafe default.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -108,6 +109,9 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "crm",
     "members",
     "tiers",
@@ -116,15 +120,56 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Rejects oversized request bodies before CsrfViewMiddleware parses them.
+    "members.importing.sizes.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "crm.two_factor.RequireTwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Replaces the response to a login that AxesStandaloneBackend flagged as
+    # locked out with the lockout page (HTTP 429).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# AxesStandaloneBackend comes first: it rejects a locked-out username and IP
+# pair before ModelBackend checks the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# django-axes counts failed logins per username and client IP together and
+# locks that pair out after AXES_FAILURE_LIMIT failures for
+# CRM_LOGIN_COOLOFF_MINUTES. A locked pair cannot log in even with the right
+# password. The client IP is REMOTE_ADDR: behind a proxy every client shares
+# the proxy's address, so configure the proxy to pass the real one.
+AXES_ENABLED = env_bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("CRM_LOGIN_COOLOFF_MINUTES", 15))
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME <= dt.timedelta(0):
+    raise ImproperlyConfigured(
+        "AXES_FAILURE_LIMIT and CRM_LOGIN_COOLOFF_MINUTES must be at least 1."
+    )
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_CALLABLE = "crm.two_factor.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# Successful logins are not stored. Failed attempts are stored with the
+# username and IP until the cool-off ends or `manage.py axes_reset` clears them.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = False
+
+# Two-factor authentication with TOTP devices (django-otp). Staff with a
+# confirmed device enter its 6-digit code at login. With CRM_REQUIRE_2FA on,
+# staff who hold members.import or members.export can open no staff page but
+# the enrolment page until they have verified a device in their session.
+CRM_REQUIRE_2FA = env_bool("CRM_REQUIRE_2FA", default=PRODUCTION)
+OTP_TOTP_ISSUER = env_str("CRM_OTP_ISSUER", "Tier CRM")
 
 if PRODUCTION:
     # Serves collected static files from the app server; development relies on
@@ -221,7 +266,8 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 
-# Upload limits: the admin import form checks files against CRM_IMPORT_MAX_BYTES.
+# Upload limits. Every import form checks the file's size against one of the
+# CRM_IMPORT_*MAX_BYTES settings below before it reads the file.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
 CRM_IMPORT_MAX_BYTES = env_int("CRM_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
@@ -235,6 +281,12 @@ CRM_IMPORT_STREAMING_MAX_BYTES = env_int(
     "CRM_IMPORT_STREAMING_MAX_BYTES", 1024 * 1024 * 1024
 )
 CRM_IMPORT_STREAMING_MAX_ROWS = env_int("CRM_IMPORT_STREAMING_MAX_ROWS", 2_000_000)
+# The largest request body accepted at all, in bytes: larger uploads get 413
+# before they are read. It leaves 1 MiB above the largest import for the
+# other form fields.
+CRM_UPLOAD_MAX_BYTES = env_int(
+    "CRM_UPLOAD_MAX_BYTES", CRM_IMPORT_STREAMING_MAX_BYTES + 1024 * 1024
+)
 CRM_IMPORT_TASK_TIMEOUT = env_int("CRM_IMPORT_TASK_TIMEOUT", 3 * 60 * 60)
 # An XLSX is refused before it is opened when its parts would inflate past
 # this many bytes, or by more than this ratio, because zip bombs do both.
@@ -245,6 +297,15 @@ CRM_XLSX_MAX_UNCOMPRESSED_BYTES = env_int(
     "CRM_XLSX_MAX_UNCOMPRESSED_BYTES", 100 * 1024 * 1024
 )
 CRM_XLSX_MAX_COMPRESSION_RATIO = env_int("CRM_XLSX_MAX_COMPRESSION_RATIO", 200)
+# openpyxl reads an XLSX's whole shared-string table into memory. With
+# openpyxl 3.1.5, 3.5 million 10-character strings (87 MiB of XML) made a
+# streamed import grow by 572 MiB, about 6.6 bytes per byte of XML, measured
+# with the child-process probe of tests/test_upload_limits.py. 12 MiB keeps
+# that under 100 MiB and fits about 450,000 distinct short texts. Larger
+# files can be imported as CSV.
+CRM_XLSX_MAX_SHARED_STRINGS_BYTES = env_int(
+    "CRM_XLSX_MAX_SHARED_STRINGS_BYTES", 12 * 1024 * 1024
+)
 
 # django-import-export: explicit permission codes for import and export, and
 # every import in one transaction so a failure saves nothing.
@@ -342,8 +403,17 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    # Masks phones and e-mail addresses in every message (crm/logging.py).
+    # Every handler added here needs the filter too.
+    "filters": {
+        "mask_personal_data": {"()": "crm.logging.MaskPersonalDataFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["mask_personal_data"],
+        },
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {

@@ -124,3 +124,90 @@ def test_program_defaults():
         "CNY",
         "django.db.backends.sqlite3",
     ]
+
+
+def read_settings(*names: str, **env: str) -> list[str]:
+    """Return the repr of each named setting in a fresh process with ``env``."""
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='crm.settings';"
+        "django.setup(); from django.conf import settings as s;"
+        f"print('|'.join(repr(getattr(s, name)) for name in {list(names)!r}))"
+    )
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CRM_", "DATABASE_URL", "AXES_", "SECRET_KEY"))
+    }
+    environment["CRM_ERASURE_KEY"] = ERASURE_KEY
+    environment.update(env)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1].split("|")
+
+
+def test_login_throttle_defaults():
+    enabled, limit, cooloff, parameters = read_settings(
+        "AXES_ENABLED",
+        "AXES_FAILURE_LIMIT",
+        "AXES_COOLOFF_TIME",
+        "AXES_LOCKOUT_PARAMETERS",
+    )
+
+    assert enabled == "True"
+    assert limit == "5"
+    assert cooloff == "datetime.timedelta(seconds=900)"
+    assert parameters == "[['username', 'ip_address']]"
+
+
+def test_login_throttle_from_environment():
+    enabled, limit, cooloff = read_settings(
+        "AXES_ENABLED",
+        "AXES_FAILURE_LIMIT",
+        "AXES_COOLOFF_TIME",
+        AXES_ENABLED="0",
+        AXES_FAILURE_LIMIT="3",
+        CRM_LOGIN_COOLOFF_MINUTES="60",
+    )
+
+    assert enabled == "False"
+    assert limit == "3"
+    assert cooloff == "datetime.timedelta(seconds=3600)"
+
+
+def test_zero_failure_limit_refused():
+    result = run_check(AXES_FAILURE_LIMIT="0")
+
+    assert result.returncode != 0
+    assert "AXES_FAILURE_LIMIT and CRM_LOGIN_COOLOFF_MINUTES" in result.stderr
+
+
+def test_two_factor_off_in_development():
+    (required,) = read_settings("CRM_REQUIRE_2FA")
+
+    assert required == "False"
+
+
+def test_two_factor_on_in_production():
+    (required,) = read_settings(
+        "CRM_REQUIRE_2FA",
+        CRM_ENV="production",
+        SECRET_KEY=STRONG_KEY,
+        ALLOWED_HOSTS="crm.example.com",
+    )
+
+    assert required == "True"
+
+
+def test_upload_cap_follows_streaming_cap():
+    (cap,) = read_settings(
+        "CRM_UPLOAD_MAX_BYTES", CRM_IMPORT_STREAMING_MAX_BYTES="1000"
+    )
+
+    assert cap == str(1000 + 1024 * 1024)

@@ -22,6 +22,7 @@ import charset_normalizer
 
 from members.importing.errors import FileRejected
 from members.importing.table import SourceRow, Table, check_row_count
+from members.importing.text import MAX_CELL_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +265,9 @@ def read_csv(data: bytes, encoding: str | None = None) -> Table:
 # Bytes read from the file at a time when streaming: large enough that the
 # per-block work is negligible, small enough to keep memory flat.
 _BLOCK_BYTES = 1024 * 1024
+# The maximum length of a line, in characters: 16 cells of MAX_CELL_CHARS.
+# Longer text is rejected as it arrives, so one huge line cannot fill memory.
+MAX_LINE_CHARS = 16 * MAX_CELL_CHARS
 # A streamed file that is not UTF-8 is matched against the legacy encodings
 # on at most this many bytes: the whole file when it is smaller, else its
 # lines that contain bytes above 0x7F.
@@ -307,14 +311,30 @@ def _split_lines(blocks: Iterable[str]) -> Iterator[str]:
     # Parts of the unfinished line, joined only once a line end arrives, so
     # a very long line costs linear time.
     pending: list[str] = []
+    pending_chars = 0
+    lines_done = 0
     for block in blocks:
         if "\n" not in block and "\r" not in block:
             pending.append(block)
+            pending_chars += len(block)
+            if pending_chars > MAX_LINE_CHARS:
+                raise FileRejected(_long_line_message(lines_done + 1))
             continue
         lines = io.StringIO("".join(pending) + block, newline="").readlines()
-        pending = [lines.pop()]
+        last = lines.pop()
+        pending = [last]
+        pending_chars = len(last)
+        lines_done += len(lines)
         yield from lines
     yield from io.StringIO("".join(pending), newline="")
+
+
+def _long_line_message(line: int) -> str:
+    return (
+        f"Line {line} is longer than {MAX_LINE_CHARS:,} characters without a "
+        "line break, so the file was rejected. Check that it is a CSV file with "
+        "one row per line, or save it again from Excel as CSV UTF-8."
+    )
 
 
 def _is_utf8(stream: BinaryIO) -> bool:

@@ -26,7 +26,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 import openpyxl
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import iterparse
+from defusedxml.ElementTree import fromstring, iterparse
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from openpyxl.utils.cell import coordinate_to_tuple, range_boundaries
@@ -58,6 +58,12 @@ _READ_ERRORS = (
     AttributeError,
     EOFError,
 )
+_SHARED_STRINGS_TYPE = (
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+)
+# [Content_Types].xml lists one entry per part, so one written by Excel or
+# openpyxl is a few KiB.
+_MAX_MANIFEST_BYTES = 1024 * 1024
 # Parts smaller than this cannot exhaust memory whatever their ratio, and
 # small XML parts legitimately compress very well.
 _RATIO_CHECK_MIN_BYTES = 1024 * 1024
@@ -122,6 +128,51 @@ def check_archive(archive: zipfile.ZipFile) -> None:
                 f"The Excel file's part {part.filename} expands {ratio:,.0f} times "
                 f"(the limit is {max_ratio}), the size pattern of a zip bomb, so it "
                 "was not opened. Save the data again from Excel or as CSV."
+            )
+    _check_shared_strings(archive)
+
+
+def _shared_string_parts(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """Return the parts that [Content_Types].xml declares as shared-string tables.
+
+    openpyxl 3.1 finds the table the same way, by its content type, so a
+    table stored under another name is found too.
+    """
+    try:
+        manifest = archive.getinfo("[Content_Types].xml")
+    except KeyError:
+        return []
+    if manifest.file_size > _MAX_MANIFEST_BYTES:
+        raise FileRejected(NOT_SAFE_MESSAGE)
+    try:
+        root = fromstring(archive.read(manifest))
+    except (DefusedXmlException, ParseError, zipfile.BadZipFile, zlib.error):
+        raise FileRejected(NOT_SAFE_MESSAGE) from None
+    names = {
+        element.get("PartName", "").lstrip("/")
+        for element in root.iter()
+        if element.tag.rsplit("}", 1)[-1] == "Override"
+        and element.get("ContentType") == _SHARED_STRINGS_TYPE
+    }
+    return [part for part in archive.infolist() if part.filename in names]
+
+
+def _check_shared_strings(archive: zipfile.ZipFile) -> None:
+    """Raise FileRejected when the shared-string table exceeds its own limit.
+
+    openpyxl reads the whole table into memory even in read-only mode
+    (about 6.6 bytes of memory per byte of XML for short strings), while it
+    streams worksheets.
+    """
+    max_bytes = settings.CRM_XLSX_MAX_SHARED_STRINGS_BYTES
+    for part in _shared_string_parts(archive):
+        if part.file_size > max_bytes:
+            raise FileRejected(
+                f"The Excel file's shared-string table is "
+                f"{part.file_size / 2**20:,.1f} MiB, more than the "
+                f"{max_bytes / 2**20:,.0f} MiB limit, so it was not opened. Save "
+                "the data as CSV UTF-8 and import that file: CSV files have no "
+                "such limit."
             )
 
 
@@ -384,7 +435,8 @@ class XlsxStream:
     NOTE: memory is flat in the rows only for cells stored inline or as
     numbers. openpyxl 3.1 loads the workbook's whole shared-string table,
     so a sheet of distinct text cells (unique references, names) takes
-    memory in proportion to them; CSV streams without that limit.
+    memory in proportion to them, up to CRM_XLSX_MAX_SHARED_STRINGS_BYTES.
+    CSV streams without that limit.
     """
 
     encoding = None
