@@ -273,7 +273,7 @@ class GrantAdmin(GrantActionsMixin, admin.ModelAdmin):
     actions = ["approve_selected", "reject_selected", "redeem_selected"]
     # Member, benefit and tier are shown on every row.
     list_select_related = ["member", "benefit", "tier"]
-    search_fields = ["code", "member__name"]
+    search_fields = ["code", "member__id__exact"]
     date_hierarchy = "created_at"
     fields = GRANT_FIELDS
     readonly_fields = GRANT_FIELDS
@@ -309,7 +309,7 @@ class ApprovalQueueAdmin(GrantActionsMixin, admin.ModelAdmin):
     ]
     list_filter = ["tier", "benefit"]
     list_select_related = ["member", "benefit", "tier"]
-    search_fields = ["code", "member__name"]
+    search_fields = ["code", "member__id__exact"]
     ordering = ["approval_due_at", "pk"]
     fields = GRANT_FIELDS
     readonly_fields = GRANT_FIELDS

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from members import admin_rights
 from members import api as members_api
 from tiers import admin_dashboard
 
@@ -9,6 +10,8 @@ urlpatterns = [
     # The admin home with the operations dashboard, and the dashboard page.
     # They come first, so /admin/ reaches them before the stock index.
     path("admin/", include(admin_dashboard.urlpatterns)),
+    # Member data export and erasure, beside the member's change page.
+    path("admin/", include(admin_rights.urlpatterns)),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("members.urls")),

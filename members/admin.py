@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import BooleanField, QuerySet, Value
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -29,6 +29,8 @@ from import_export.admin import ImportExportModelAdmin
 from import_export.forms import ConfirmImportForm, ImportForm
 
 from members.admin_identity import merged_into_notice
+from members.admin_lookup import MemberLookupMixin
+from members.audit import record_event, record_events
 from members.importing.amounts import DECIMAL_MARK_CHOICES
 from members.importing.cleaning import phone_e164
 from members.importing.csv_reader import ENCODING_CHOICES
@@ -41,7 +43,22 @@ from members.importing.plausibility import (
     signed_amount,
 )
 from members.importing.sizes import megabytes, size_limit_message
-from members.models import Activity, ActivityKind, Channel, ChannelIdentity, Member
+from members.models import (
+    Activity,
+    ActivityKind,
+    AuditAction,
+    Channel,
+    ChannelIdentity,
+    Member,
+)
+from members.privacy import (
+    MEMBER_FIELD_MASKS,
+    can_view_personal_data,
+    mask_email,
+    mask_name,
+    mask_phone,
+    member_label,
+)
 from members.resources import ActivityResource, ImportResult, MemberResource
 from tiers.evaluation import MemberEvaluation, evaluate, explain_member
 from tiers.explaining import activities_that_counted
@@ -50,6 +67,18 @@ from tiers.ladder import LadderError
 from tiers.models import Metric, RuleVersion, TierChange, Window
 
 logger = logging.getLogger(__name__)
+
+# The annotation MemberAdmin.get_queryset adds: whether the request's user
+# may see personal data unmasked.
+PERSONAL_DATA_VISIBLE = "personal_data_visible"
+
+
+def _personal_value(member: Member, field: str) -> str:
+    """Return a personal field as the list's user may see it, masked by default."""
+    value = getattr(member, field)
+    if getattr(member, PERSONAL_DATA_VISIBLE, False):
+        return value
+    return MEMBER_FIELD_MASKS[field](value)
 
 
 class FileImportForm(ImportForm):
@@ -171,10 +200,43 @@ class FileImportExportAdmin(ImportExportModelAdmin):
                 data_kwargs[name] = form.cleaned_data.get(name, "")
         return data_kwargs
 
+    def get_export_resource_kwargs(self, request: HttpRequest, **kwargs: Any) -> dict:
+        # django-import-export 4 passes these to the resource's constructor.
+        return {
+            **super().get_export_resource_kwargs(request, **kwargs),
+            "masked": not can_view_personal_data(request.user),
+        }
+
+    def get_data_for_export(
+        self, request: HttpRequest, queryset: QuerySet, **kwargs: Any
+    ) -> Any:
+        """Build the export's rows and record who exported how many."""
+        dataset = super().get_data_for_export(request, queryset, **kwargs)
+        record_event(
+            request.user,
+            AuditAction.EXPORT,
+            count=len(dataset),
+            detail={
+                "model": self.opts.model_name,
+                "masked": not can_view_personal_data(request.user),
+            },
+        )
+        return dataset
+
+    def import_action(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        response = super().import_action(request, **kwargs)
+        # The preview's values come from the file and may contain phones and
+        # e-mails. The response renders its template later, so the flag set
+        # here still applies.
+        context = getattr(response, "context_data", None) or {}
+        _mask_result_for(request, context.get("result"))
+        return response
+
     def process_result(
         self, result: ImportResult, request: HttpRequest
     ) -> HttpResponse:
         """Show the confirmed import's counts and issues instead of redirecting."""
+        _mask_result_for(request, result)
         context = self.admin_site.each_context(request)
         context.update(
             {
@@ -186,6 +248,11 @@ class FileImportExportAdmin(ImportExportModelAdmin):
         )
         request.current_app = self.admin_site.name
         return TemplateResponse(request, [self.import_result_template_name], context)
+
+
+def _mask_result_for(request: HttpRequest, result: object) -> None:
+    if isinstance(result, ImportResult):
+        result.masked = not can_view_personal_data(request.user)
 
 
 def _moment(value: object) -> dt.datetime | None:
@@ -353,13 +420,23 @@ def _parse_why_date(value: str) -> tuple[dt.datetime, str]:
 
 
 @admin.register(Member)
-class MemberAdmin(FileImportExportAdmin):
+class MemberAdmin(MemberLookupMixin, FileImportExportAdmin):
     resource_classes = [MemberResource]
-    list_display = ("name", "phone", "email", "tier", "tier_since", "joined_on")
+    list_display = (
+        "name_column",
+        "phone_column",
+        "email_column",
+        "tier",
+        "tier_since",
+        "joined_on",
+    )
     # The tier column would otherwise cost one query per row.
     list_select_related = ("tier",)
     list_filter = ("tier", "language")
-    search_fields = ("name", "phone", "phone_e164", "email", "identities__external_id")
+    # The search term travels in the URL (?q=), so it covers only the member
+    # id and channel ids. Phones and e-mails are looked up through the POST
+    # form of MemberLookupMixin.
+    search_fields = ("id__exact", "identities__external_id")
     # Tier evaluation alone sets the tier and its review and grace dates.
     readonly_fields = (
         "phone_e164",
@@ -403,6 +480,121 @@ class MemberAdmin(FileImportExportAdmin):
     )
     inlines = (ChannelIdentityInline, TierChangeInline)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Member]:
+        # The list columns below read this flag, because a display method
+        # receives the member but not the request.
+        visible = can_view_personal_data(request.user)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(**{PERSONAL_DATA_VISIBLE: Value(visible, BooleanField())})
+        )
+
+    @admin.display(description=_("name"), ordering="name")
+    def name_column(self, member: Member) -> str:
+        return _personal_value(member, "name")
+
+    @admin.display(description=_("phone"), ordering="phone")
+    def phone_column(self, member: Member) -> str:
+        return _personal_value(member, "phone")
+
+    @admin.display(description=_("e-mail"), ordering="email")
+    def email_column(self, member: Member) -> str:
+        return _personal_value(member, "email")
+
+    # Shown on the change page in place of the fields, read-only, to staff
+    # without the permission.
+    @admin.display(description=_("name"))
+    def masked_name(self, member: Member) -> str:
+        return mask_name(member.name)
+
+    @admin.display(description=_("phone"))
+    def masked_phone(self, member: Member) -> str:
+        return mask_phone(member.phone)
+
+    @admin.display(description=_("phone (E.164)"))
+    def masked_phone_e164(self, member: Member) -> str:
+        return mask_phone(member.phone_e164)
+
+    @admin.display(description=_("e-mail"))
+    def masked_email(self, member: Member) -> str:
+        return mask_email(member.email)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Member | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or can_view_personal_data(request.user):
+            return fieldsets
+        masked = []
+        for title, options in fieldsets:
+            fields = [
+                f"masked_{name}" if name in MEMBER_FIELD_MASKS else name
+                for name in options["fields"]
+            ]
+            masked.append((title, {**options, "fields": fields}))
+        return masked
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Member | None = None
+    ) -> Any:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.erased_at is not None:
+            # An erased member's personal fields stay empty: typing them
+            # back in would undo the erasure.
+            return readonly + tuple(MEMBER_FIELD_MASKS)
+        if obj is None or can_view_personal_data(request.user):
+            return readonly
+        # Staff who cannot see the values cannot change them either: the
+        # form leaves out every field that is read-only.
+        masked = tuple(f"masked_{name}" for name in MEMBER_FIELD_MASKS)
+        return readonly + tuple(MEMBER_FIELD_MASKS) + masked
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        self._record_list_view(request, response)
+        return response
+
+    def _record_list_view(self, request: HttpRequest, response: HttpResponse) -> None:
+        """Record a personal data view of each member on an unmasked list page."""
+        if request.method != "GET" or not can_view_personal_data(request.user):
+            return
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is None:
+            return
+        # Evaluates the page's query once; the template reuses its cache.
+        member_ids = [member.pk for member in changelist.result_list]
+        if member_ids:
+            record_events(
+                request.user,
+                AuditAction.VIEW_PERSONAL,
+                member_ids,
+                detail={"page": "member list"},
+            )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        member = getattr(response, "context_data", {}).get("original")
+        if (
+            request.method == "GET"
+            and response.status_code == 200
+            and isinstance(member, Member)
+            and can_view_personal_data(request.user)
+        ):
+            record_event(
+                request.user,
+                AuditAction.VIEW_PERSONAL,
+                member,
+                detail={"page": "member change"},
+            )
+        return response
+
     @admin.display(description=_("merged into"))
     def merged_into_line(self, member: Member) -> str:
         return merged_into_notice(member)
@@ -428,7 +620,7 @@ class MemberAdmin(FileImportExportAdmin):
             self.admin_site.admin_view(self.why_view),
             name="members_member_why",
         )
-        return [why, *super().get_urls()]
+        return [why, *self.lookup_urls(), *super().get_urls()]
 
     def why_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Show the evaluation as of any date with the activities that counted."""
@@ -652,8 +844,13 @@ class ActivityAdmin(FileImportExportAdmin):
                 "pk", "name"
             )
         )
+        show_names = can_view_personal_data(request.user)
         for evaluation in changes:
-            member = names.get(evaluation.member_id) or f"#{evaluation.member_id}"
+            name = names.get(evaluation.member_id, "")
+            if show_names and name:
+                member = name
+            else:
+                member = member_label(name, evaluation.member_id)
             message, level = tier_change_message(evaluation, member)
             self.message_user(request, message, level)
 

@@ -14,7 +14,9 @@ The pages hang off the MemberMerge admin, which the admin index lists as
 Merging and reverting need both members.change_member and
 members.delete_member, because a merge changes one member and retires the
 other. The duplicates page needs members.view_member, as the member list
-does, and shows no more personal data than that list.
+does, and shows no more personal data than that list: names, phones and
+e-mails are masked for staff without members.view_personal_data, and each
+member shown unmasked is recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from members.identity import EMAIL, suspected_duplicates
+from members.audit import record_events
+from members.identity import EMAIL, DuplicateGroup, suspected_duplicates
 from members.merging import (
     GRANTS,
     MOVED_MODELS,
@@ -49,7 +52,15 @@ from members.merging import (
     plan_merge,
     revert_merge,
 )
-from members.models import ChannelIdentity, Member, MemberMerge
+from members.models import AuditAction, ChannelIdentity, Member, MemberMerge
+from members.privacy import (
+    MEMBER_FIELD_MASKS,
+    can_view_personal_data,
+    mask_email,
+    mask_name,
+    mask_phone,
+    mask_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +77,44 @@ def _member_url(member_id: int) -> str:
 
 
 def _member_link(member: Member) -> SafeString:
-    return format_html(
-        '<a href="{}">#{} {}</a>', _member_url(member.pk), member.pk, member.name
-    )
+    # str(member) is the masked name and the id, shown to every user.
+    return format_html('<a href="{}">{}</a>', _member_url(member.pk), member)
+
+
+def _record_unmasked_view(
+    request: HttpRequest, member_ids: list[int], page: str
+) -> None:
+    """Record a personal data view of each member a page shows unmasked."""
+    if member_ids and can_view_personal_data(request.user):
+        record_events(
+            request.user, AuditAction.VIEW_PERSONAL, member_ids, detail={"page": page}
+        )
+
+
+def _shown_groups(request: HttpRequest, groups: list[DuplicateGroup]) -> list[dict]:
+    """Return the duplicate groups as the page shows them to this user."""
+    visible = can_view_personal_data(request.user)
+    rows = []
+    for group in groups:
+        if visible:
+            value = group.value
+        elif group.kind == EMAIL:
+            value = mask_email(group.value)
+        else:
+            value = mask_phone(group.value)
+        entries = [
+            {
+                "member": entry.member,
+                "name": entry.member.name if visible else mask_name(entry.member.name),
+                "channels": entry.channels,
+                "activity_count": entry.activity_count,
+            }
+            for entry in group.members
+        ]
+        rows.append(
+            {"kind": group.kind, "value": value, "size": group.size, "members": entries}
+        )
+    return rows
 
 
 def merged_into_notice(member: Member) -> SafeString:
@@ -144,6 +190,18 @@ def _channels(member_ids: list[int]) -> dict[int, list[str]]:
     return found
 
 
+def _contact(member: Member, visible: bool) -> dict[str, str]:
+    """Return the member's name, phone and e-mail, masked unless ``visible``."""
+    return {
+        field: value if visible else MEMBER_FIELD_MASKS[field](value)
+        for field, value in (
+            ("name", member.name),
+            ("phone", member.phone),
+            ("email", member.email),
+        )
+    }
+
+
 class MergeForm(forms.Form):
     source = forms.IntegerField(widget=forms.HiddenInput)
     target = forms.IntegerField(widget=forms.HiddenInput)
@@ -163,8 +221,11 @@ class MergeForm(forms.Form):
     )
 
 
-def _plan_rows(plan: MergePlan) -> dict[str, Any]:
-    """Return the rows the merge form lists for a plan."""
+def _plan_rows(plan: MergePlan, visible: bool) -> dict[str, Any]:
+    """Return the rows the merge form lists for a plan.
+
+    Unless ``visible``, the profile values are masked as their field is.
+    """
     moving = [
         {"name": _model_name(label), "count": len(ids)}
         for label, ids in plan.moves.items()
@@ -174,14 +235,18 @@ def _plan_rows(plan: MergePlan) -> dict[str, Any]:
         {"name": _model_name(label), "count": len(ids), "reason": STAYED_REASONS[label]}
         for label, ids in plan.stayed.items()
     ]
-    profile = [
-        {
-            "field": cast(models.Field, Member._meta.get_field(name)).verbose_name,
-            "old": old or "—",
-            "new": new or "—",
-        }
-        for name, (old, new) in plan.profile.items()
-    ]
+    profile = []
+    for name, (old, new) in plan.profile.items():
+        mask = MEMBER_FIELD_MASKS.get(name)
+        if mask is not None and not visible:
+            old, new = mask(old or ""), mask(new or "")
+        profile.append(
+            {
+                "field": cast(models.Field, Member._meta.get_field(name)).verbose_name,
+                "old": old or "—",
+                "new": new or "—",
+            }
+        )
     return {"moving": moving, "stayed": stayed, "profile": profile}
 
 
@@ -218,6 +283,19 @@ class MemberMergeAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_view_permission(request, obj) or can_merge(request)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Staff often give the shared phone or e-mail as the reason.
+        if can_view_personal_data(request.user):
+            return self.fields
+        return tuple("masked_reason" if f == "reason" else f for f in self.fields)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.get_fields(request, obj)
+
+    @admin.display(description=gettext_lazy("reason"))
+    def masked_reason(self, merge: MemberMerge) -> str:
+        return mask_text(merge.reason)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return can_merge(request)
@@ -309,10 +387,12 @@ class MemberMergeAdmin(admin.ModelAdmin):
         if not request.user.has_perm("members.view_member"):
             raise PermissionDenied
         page, groups = suspected_duplicates(request.GET.get("page", 1))
+        member_ids = [entry.member.pk for group in groups for entry in group.members]
+        _record_unmasked_view(request, member_ids, "suspected duplicates")
         context = {
             **self._page_context(request, _("Suspected duplicates")),
             "page": page,
-            "groups": groups,
+            "groups": _shown_groups(request, groups),
             "email_kind": EMAIL,
         }
         return TemplateResponse(request, "admin/members/duplicates.html", context)
@@ -369,10 +449,12 @@ class MemberMergeAdmin(admin.ModelAdmin):
         ids = [source.pk, target.pk]
         counts = _row_counts(ids)
         channels = _channels(ids)
+        visible = can_view_personal_data(request.user)
+        _record_unmasked_view(request, ids, "merge")
         context.update(
             {
                 "form": form,
-                "plan": _plan_rows(plan) if plan else None,
+                "plan": _plan_rows(plan, visible) if plan else None,
                 "takes_source_tier": plan.takes_source_tier if plan else False,
                 "source": source,
                 "target": target,
@@ -381,11 +463,13 @@ class MemberMergeAdmin(admin.ModelAdmin):
                         "member": target,
                         "role": _("kept"),
                         "channels": channels[target.pk],
+                        **_contact(target, visible),
                     },
                     {
                         "member": source,
                         "role": _("merged"),
                         "channels": channels[source.pk],
+                        **_contact(source, visible),
                     },
                 ],
                 "count_rows": [

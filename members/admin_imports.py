@@ -2,7 +2,9 @@
 
 Batches are read-only records of confirmed imports. Staff with the
 members.import permission can roll one back from its page, after a
-confirmation page that counts what will be removed.
+confirmation page that counts what will be removed. Rejected values come
+from the file and may be phones or e-mails, so the batch page and the
+issues CSV mask them for staff without members.view_personal_data.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from members.importing.columns import (
 )
 from members.importing.report import issues_csv_lines
 from members.models import ColumnMapping, ImportBatch, ImportIssue, ImportKind
+from members.privacy import can_view_personal_data, mask_text
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -125,7 +128,28 @@ class ImportBatchAdmin(admin.ModelAdmin):
     def get_readonly_fields(
         self, request: HttpRequest, obj: ImportBatch | None = None
     ) -> list[str]:
-        return [field.name for field in self.model._meta.fields] + ["issues_table"]
+        fields = [field.name for field in self.model._meta.fields]
+        return [*fields, "issues_table", "masked_issues_table"]
+
+    def get_fieldsets(
+        self, request: HttpRequest, obj: ImportBatch | None = None
+    ) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if can_view_personal_data(request.user):
+            return fieldsets
+        return [
+            (
+                title,
+                {
+                    **options,
+                    "fields": [
+                        "masked_issues_table" if name == "issues_table" else name
+                        for name in options["fields"]
+                    ],
+                },
+            )
+            for title, options in fieldsets
+        ]
 
     def has_view_permission(
         self, request: HttpRequest, obj: ImportBatch | None = None
@@ -150,27 +174,11 @@ class ImportBatchAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("first rejected and skipped lines"))
     def issues_table(self, batch: ImportBatch) -> str:
-        issues = ImportIssue.objects.filter(batch=batch).order_by("line", "pk")
-        rows = issues.values_list("line", "status", "column", "value", "reason")
-        shown = list(rows[:SHOWN_ISSUES])
-        if not shown:
-            return format_html("{}", "—")
-        body = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            shown,
-        )
-        return format_html(
-            '<table class="import-issues"><thead><tr><th>{}</th><th>{}</th>'
-            "<th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody>"
-            "</table>",
-            _("Line"),
-            _("Status"),
-            _("Column"),
-            _("Value"),
-            _("Reason"),
-            body,
-        )
+        return _issues_table(batch, masked=False)
+
+    @admin.display(description=_("first rejected and skipped lines"))
+    def masked_issues_table(self, batch: ImportBatch) -> str:
+        return _issues_table(batch, masked=True)
 
     def get_urls(self) -> list[URLPattern]:
         urls = [
@@ -216,7 +224,10 @@ class ImportBatchAdmin(admin.ModelAdmin):
         """Stream the batch's rejected and skipped lines as a CSV for Excel."""
         batch = self._viewable_batch(request, object_id)
 
-        lines = issues_csv_lines(issue_rows(batch))
+        rows = issue_rows(batch)
+        if not can_view_personal_data(request.user):
+            rows = (_masked_issue(row) for row in rows)  # type: ignore[assignment,misc]
+        lines = issues_csv_lines(rows)
         response = StreamingHttpResponse(
             (line.encode("utf-8") for line in lines),
             content_type="text/csv; charset=utf-8",
@@ -267,6 +278,38 @@ class ImportBatchAdmin(admin.ModelAdmin):
         return TemplateResponse(
             request, "admin/members/importbatch_rollback.html", context
         )
+
+
+def _issues_table(batch: ImportBatch, masked: bool) -> str:
+    """Render the batch's first issues as a table, values masked if ``masked``."""
+    issues = ImportIssue.objects.filter(batch=batch).order_by("line", "pk")
+    rows = issues.values_list("line", "status", "column", "value", "reason")
+    shown = list(rows[:SHOWN_ISSUES])
+    if masked:
+        shown = [_masked_issue(row) for row in shown]
+    if not shown:
+        return format_html("{}", "—")
+    body = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        shown,
+    )
+    return format_html(
+        '<table class="import-issues"><thead><tr><th>{}</th><th>{}</th>'
+        "<th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody>"
+        "</table>",
+        _("Line"),
+        _("Status"),
+        _("Column"),
+        _("Value"),
+        _("Reason"),
+        body,
+    )
+
+
+def _masked_issue(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    line, status, column, value, reason = row
+    return line, status, column, mask_text(value), reason
 
 
 def _busy_message(batch: ImportBatch) -> str:

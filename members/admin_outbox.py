@@ -57,7 +57,8 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     # The member column would otherwise cost one query per row.
     list_select_related = ("member",)
     list_filter = ("status", ChannelFilter, "topic")
-    search_fields = ("key", "member__name")
+    # Member ids only: the search term travels in the URL (?q=).
+    search_fields = ("key", "member__id__exact")
     actions = ["send_again_action"]
     show_full_result_count = False
 

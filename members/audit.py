@@ -34,8 +34,8 @@ def record_event(
 ) -> AuditEvent:
     """Add one audit row for ``user`` doing ``action`` to ``member``.
 
-    ``member`` may be a member or its id; leave it empty and set ``count``
-    for an action on many members, such as an export of a list.
+    ``member`` may be a member or its id. For an action on many members,
+    such as an export of a list, leave it empty and set ``count``.
     """
     actor, username = _actor(user)
     member_id = member.pk if isinstance(member, Member) else member

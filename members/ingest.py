@@ -9,8 +9,9 @@ Every event of a request gets one status of its own:
 - ``conflict``: the reference is already stored, or used earlier in the
   request, with different content. Nothing changes. A correction is a new
   event with a new reference, such as a refund.
-- ``invalid``: a value failed validation, or no member has the given id in
-  the channel.
+- ``invalid``: a value failed validation, no member has the given id in
+  the channel, or the id, phone or e-mail belongs to a person whose data
+  was erased on request (see members.rights).
 
 The semantics are per event: the created events of a batch are stored even
 when others are invalid or in conflict, and the response lists every
@@ -63,6 +64,7 @@ from members.models import (
     IdempotencyRecord,
     Member,
 )
+from members.rights import Contact, find_erased
 from tiers.evaluation import evaluate
 from tiers.jobs import evaluate_when_due
 from tiers.ladder import LadderError
@@ -364,12 +366,32 @@ class _Recorder:
             member_id=member.member_id,
         )
 
+    def drop_erased(self, events: list[EventInput]) -> list[EventInput]:
+        """Reject the events of people whose data was erased and return the others."""
+        contacts = [
+            Contact(self.channel.code, e.external_id, e.phone_e164, e.email)
+            for e in events
+        ]
+        erased = find_erased(contacts)
+        message = _(
+            "This person's data was erased on request, so the event was not "
+            "recorded. Staff can lift the erasure in the admin if the person "
+            "joined again."
+        )
+        for position in sorted(erased):
+            event = events[position]
+            self.reject(
+                InvalidEvent(event.index, event.reference, {"external_id": [message]})
+            )
+        return [e for position, e in enumerate(events) if position not in erased]
+
     def matched(self, events: list[EventInput]) -> list[EventInput]:
         """Return the events whose member is known in the channel; reject the rest.
 
         An unknown id is first linked by phone or e-mail where the channel
         allows it (see _link_by_contact).
         """
+        events = self.drop_erased(events)
         self.members = _match_members(self.channel, events)
         unknown = [e for e in events if e.external_id not in self.members]
         if unknown:

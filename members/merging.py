@@ -46,8 +46,16 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from benefits.models import Grant, TierPeriod
+from members.audit import record_events
 from members.importing.lookups import chunked
-from members.models import Activity, ChannelIdentity, Member, MemberMerge, OutboxMessage
+from members.models import (
+    Activity,
+    AuditAction,
+    ChannelIdentity,
+    Member,
+    MemberMerge,
+    OutboxMessage,
+)
 from tiers.evaluation import evaluate
 from tiers.followups import after_tier_changes
 from tiers.ladder import LadderError
@@ -174,6 +182,15 @@ def check_mergeable(source: Member, target: Member) -> None:
             _("Member #%(id)s cannot be merged into itself. Choose two members.")
             % {"id": source.pk}
         )
+    for member in (source, target):
+        if member.erased_at is not None:
+            raise MergeError(
+                _(
+                    "Member #%(id)s was erased on request, so it cannot be "
+                    "merged. Choose a member whose data is kept."
+                )
+                % {"id": member.pk}
+            )
     if source.merged_into_id is not None:
         raise MergeError(
             _(
@@ -593,6 +610,12 @@ def merge_members(
             "tiers_evaluated": evaluated,
         }
         merge.save(update_fields=["moved"])
+        record_events(
+            user,
+            AuditAction.MERGE,
+            [target.pk, source.pk],
+            detail={"merge": merge.pk, "source": source.pk, "target": target.pk},
+        )
     _log_moved("finished", merge, plan.counts())
     return merge
 
@@ -722,6 +745,12 @@ def revert_merge(merge: MemberMerge, *, user: User) -> MemberMerge:
                 },
             }
             merge.save(update_fields=["status", "reverted_by", "reverted_at", "moved"])
+            record_events(
+                user,
+                AuditAction.REVERT_MERGE,
+                [target.pk, source.pk],
+                detail={"merge": merge.pk, "source": source.pk, "target": target.pk},
+            )
     except IntegrityError as error:
         logger.warning(
             "member merge revert failed merge_id=%s error=%s", merge.pk, error
@@ -757,6 +786,14 @@ def _check_revertible(merge: MemberMerge, source: Member, target: Member) -> Non
                 if merge.reverted_at
                 else "?",
             }
+        )
+    if target.erased_at is not None:
+        raise MergeError(
+            _(
+                "Member #%(target)s was erased on request since the merge, so "
+                "merge #%(id)s cannot be reverted."
+            )
+            % {"target": target.pk, "id": merge.pk}
         )
     if source.merged_into_id != target.pk:
         raise MergeError(

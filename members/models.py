@@ -11,6 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from members.privacy import member_label
+
 
 def default_language() -> str:
     """Return settings.LANGUAGE_CODE, the language of a new member's messages."""
@@ -153,7 +155,11 @@ class Member(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name or f"#{self.pk}"
+        # Masked for everyone: this text appears in foreign key widgets,
+        # history pages, breadcrumbs and logs, where no permission is checked.
+        # TODO: admin LogEntry rows written before names were masked still
+        # store the full name in object_repr; a data migration should mask them.
+        return member_label(self.name, self.pk)
 
 
 class ChannelIdentity(models.Model):
@@ -745,7 +751,7 @@ class AuditAction(models.TextChoices):
 class AuditEvent(models.Model):
     """One staff action on member data; rows are only ever added.
 
-    ``detail`` holds ids, counts and formats, never the personal data itself.
+    ``detail`` contains ids, counts and formats, never the personal data itself.
     ``username`` keeps the actor's name after the user account is deleted.
     """
 

@@ -10,10 +10,12 @@ with a reason, so they never stop staff from confirming the other rows.
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
@@ -38,6 +40,7 @@ from members.importing.report import (
 )
 from members.importing.service import import_data
 from members.models import Activity, ChannelIdentity, Member
+from members.privacy import mask_email, mask_name, mask_phone, mask_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,17 @@ logger = logging.getLogger(__name__)
 PREVIEW_LINES = 100
 SHOWN_ISSUES = 500
 
+IssueT = TypeVar("IssueT", bound=RowIssue)
+
 
 class ImportResult(Result):
-    """A library Result that carries the import report for the admin pages."""
+    """A library Result that carries the import report for the admin pages.
+
+    With ``masked`` set, the values the pages show (previewed cells, rejected
+    and skipped values, the CSV download) have their phones and e-mail
+    addresses masked. The admin sets it for staff without the permission
+    to view personal data.
+    """
 
     def __init__(
         self, report: ImportReport | None = None, refused_batch_id: int | None = None
@@ -55,6 +66,7 @@ class ImportResult(Result):
         super().__init__()
         self.report = report
         self.refused_batch_id = refused_batch_id
+        self.masked = False
         if report is None:
             return
         self.total_rows = report.total_rows
@@ -78,6 +90,9 @@ class ImportResult(Result):
             headers.update(dict.fromkeys(outcome.values))
         return list(headers)
 
+    def _shown(self, value: str) -> str:
+        return mask_text(value) if self.masked else value
+
     @property
     def preview_rows(self) -> list[tuple[int, str, list[str]]]:
         """Return (line, status, values in preview_headers order) per line."""
@@ -86,18 +101,23 @@ class ImportResult(Result):
             (
                 outcome.line,
                 str(outcome.status),
-                [outcome.values.get(h, "") for h in headers],
+                [self._shown(outcome.values.get(h, "")) for h in headers],
             )
             for outcome in self._preview_lines()
         ]
 
     @property
     def shown_rejections(self) -> list[RowIssue]:
-        return self.report.rejections[:SHOWN_ISSUES] if self.report else []
+        issues = self.report.rejections[:SHOWN_ISSUES] if self.report else []
+        return [self._shown_issue(issue) for issue in issues]
 
     @property
     def shown_skipped(self) -> list[SkippedIssue]:
-        return self.report.skipped[:SHOWN_ISSUES] if self.report else []
+        issues = self.report.skipped[:SHOWN_ISSUES] if self.report else []
+        return [self._shown_issue(issue) for issue in issues]
+
+    def _shown_issue(self, issue: IssueT) -> IssueT:
+        return _masked_issue(issue) if self.masked else issue
 
     @property
     def batch_id(self) -> int | None:
@@ -113,8 +133,23 @@ class ImportResult(Result):
         """
         if self.report is None:
             return ""
-        encoded = base64.b64encode(issues_csv(self.report)).decode("ascii")
+        data = (
+            _masked_issues_csv(self.report) if self.masked else issues_csv(self.report)
+        )
+        encoded = base64.b64encode(data).decode("ascii")
         return f"data:text/csv;charset=utf-8;base64,{encoded}"
+
+
+def _masked_issue(issue: IssueT) -> IssueT:
+    return dataclasses.replace(issue, value=mask_text(issue.value))
+
+
+def _masked_issues_csv(report: ImportReport) -> bytes:
+    """Return the issues CSV of ``report`` with phones and e-mails masked."""
+    masked = copy.copy(report)
+    masked.rejections = [_masked_issue(issue) for issue in report.rejections]
+    masked.skipped = [_masked_issue(issue) for issue in report.skipped]
+    return issues_csv(masked)
 
 
 def _rejected_result(message: str, batch_id: int | None = None) -> ImportResult:
@@ -192,10 +227,20 @@ class MemberExportRow:
 
 
 class MemberResource(FileImportResource):
-    """Members, exported one line per channel identity in the import layout."""
+    """Members, exported one line per channel identity in the import layout.
+
+    ``masked=True`` writes names, phones and e-mails masked; the admin passes
+    it for staff without the permission to view personal data. Code that
+    exports for itself, such as tests and commands, gets the values as
+    stored.
+    """
 
     import_kind = MEMBERS
     columns = MEMBER_COLUMNS
+
+    def __init__(self, masked: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.masked = masked
 
     external_id = Field(column_name="external_id")
     name = Field(column_name="name")
@@ -225,13 +270,16 @@ class MemberResource(FileImportResource):
         return row.identity.external_id if row.identity else ""
 
     def dehydrate_name(self, row: MemberExportRow) -> str:
-        return row.member.name
+        name = row.member.name
+        return mask_name(name) if self.masked else name
 
     def dehydrate_phone(self, row: MemberExportRow) -> str:
-        return row.member.phone
+        phone = row.member.phone
+        return mask_phone(phone) if self.masked else phone
 
     def dehydrate_email(self, row: MemberExportRow) -> str:
-        return row.member.email
+        email = row.member.email
+        return mask_email(email) if self.masked else email
 
     def dehydrate_channel(self, row: MemberExportRow) -> str:
         return row.identity.channel.code if row.identity else ""

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import User
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from benefits.issuing import issue_for_tier_changes
 from benefits.models import Benefit, BenefitPool, Grant, TierBenefit, TierPeriod
@@ -39,6 +39,7 @@ from members.merging import (
 )
 from members.models import (
     Activity,
+    AuditEvent,
     Channel,
     ChannelIdentity,
     Member,
@@ -52,6 +53,13 @@ from tiers.models import ReviewWarning, TierChange, TierOverride
 
 ON_POSTGRESQL = os.environ.get("DATABASE_URL", "").startswith("postgres")
 NAMES = ("Tom Chen", "Sam Chen")
+
+
+@pytest.fixture(autouse=True)
+def _english_messages():
+    """Check the English messages, whatever language an earlier test left on."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture
@@ -79,13 +87,13 @@ def placed(channel: Channel, external_id: str, name: str, *spends: str) -> Membe
 
 
 def snapshot() -> dict[str, list[dict[str, Any]]]:
-    """Return every row of every table, except the merge records themselves.
+    """Return every row of every table, except the merge and audit records.
 
     Member.updated_at is left out: a merge and its revert both change it.
     """
     tables: dict[str, list[dict[str, Any]]] = {}
     for model in apps.get_models():
-        if model is MemberMerge:
+        if model in (MemberMerge, AuditEvent):
             continue
         rows = list(model._default_manager.order_by("pk").values())
         if model is Member:

@@ -739,7 +739,7 @@ class TierChangeAdmin(admin.ModelAdmin):
     # The member, both tiers and the version are shown on every row.
     list_select_related = ["member", "from_tier", "to_tier", "version"]
     date_hierarchy = "changed_at"
-    search_fields = ["member__name", "member__identities__external_id"]
+    search_fields = ["member__id__exact", "member__identities__external_id"]
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -1168,7 +1168,7 @@ class TierOverrideAdmin(GuardedHistoryAdmin):
     # The member, tier and both users are shown on every row.
     list_select_related = ["member", "tier", "requested_by", "approved_by"]
     raw_id_fields = ["member"]
-    search_fields = ["member__name", "reason"]
+    search_fields = ["member__id__exact", "reason"]
     actions = ["approve_selected", "reject_selected"]
     # Shown on an existing override's page, below the fields of the request.
     decision_fields = (
@@ -1374,7 +1374,7 @@ class ReviewWarningAdmin(admin.ModelAdmin):
     # The member and the tier are shown on every row, and the text needs the
     # tier's name.
     list_select_related = ["member", "tier"]
-    search_fields = ["member__name", "member__identities__external_id"]
+    search_fields = ["member__id__exact", "member__identities__external_id"]
     show_full_result_count = False
 
     @admin.display(description=_("warning"))

@@ -22,7 +22,8 @@ from django.db import transaction
 from django.db.models import F, Min
 from django.utils import timezone
 
-from members.models import Member
+from members.audit import record_event
+from members.models import AuditAction, Member
 from tiers.evaluation import explain_member
 from tiers.followups import after_tier_changes
 from tiers.ladder import Ladder, LadderError
@@ -117,8 +118,10 @@ def request_override(
                 member.pk,
                 tier.pk,
             )
+            _audit(override, user, "requested")
             return override
         _apply(override, user, now)
+        _audit(override, user, "requested")
     return override
 
 
@@ -151,6 +154,7 @@ def approve(
         override.approved_by = user
         override.approved_at = now
         _apply(override, user, now)
+        _audit(override, user, "approved")
     return override
 
 
@@ -173,7 +177,9 @@ def reject(
     override.rejected_by = user
     override.rejected_at = as_of or timezone.now()
     override.rejection_reason = reason.strip()
-    _save(override, user, "rejected")
+    with transaction.atomic():
+        _save(override, user, "rejected")
+        _audit(override, user, "rejected")
     logger.info("tier override %d rejected by user %s", override.pk, user.pk)
     return override
 
@@ -220,6 +226,21 @@ def end_expired_overrides(
         )
     logger.info("ended %d tier overrides whose end date passed", len(expired))
     return len(expired)
+
+
+def _audit(override: TierOverride, user: User | None, step: str) -> None:
+    record_event(
+        user,
+        AuditAction.OVERRIDE,
+        override.member_id,
+        detail={
+            "override": override.pk,
+            "step": step,
+            "tier": override.tier_id,
+            "mode": override.mode,
+            "status": override.status,
+        },
+    )
 
 
 def _save(override: TierOverride, user: User | None, action: str) -> None:

@@ -23,15 +23,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from members.audit import record_event
 from members.importing.lookups import CHUNK_SIZE, chunked
 from members.importing.report import ImportReport, Status
 from members.models import (
     Activity,
+    AuditAction,
     ChannelIdentity,
     ImportBatch,
     ImportedMember,
@@ -220,6 +223,38 @@ def finish_batch(batch: ImportBatch, status: str, message: str = "") -> None:
     batch.message = message
     batch.finished_at = finished_at
     logger.info("import batch finished batch=%d status=%s", batch.pk, status)
+    if status == ImportBatch.Status.APPLIED:
+        _audit_import(batch)
+
+
+def _touched_members(batch: ImportBatch) -> int:
+    """Count the members a batch created, changed or added activities to."""
+    from_provenance = ImportedMember.objects.filter(batch=batch).values("member_id")
+    from_activities = Activity.objects.filter(import_batch=batch).values("member_id")
+    return Member.objects.filter(
+        Q(pk__in=from_provenance) | Q(pk__in=from_activities)
+    ).count()
+
+
+def _audit_import(batch: ImportBatch) -> None:
+    """Record one IMPORT audit row for an applied batch, with its counts.
+
+    Called inside the import's transaction, so a failed import leaves no
+    audit row. The counters are read again because ``batch`` may contain
+    older values.
+    """
+    counts = ImportBatch.objects.filter(pk=batch.pk).values(
+        "total_rows", "created_count", "updated_count", "rejected_count"
+    )[0]
+    user = None
+    if batch.created_by_id is not None:
+        user = get_user_model().objects.filter(pk=batch.created_by_id).first()
+    record_event(
+        user,
+        AuditAction.IMPORT,
+        count=_touched_members(batch),
+        detail={"batch": batch.pk, "kind": batch.kind, **counts},
+    )
 
 
 def issue_rows(batch: ImportBatch) -> Iterator[tuple[int, str, str, str, str]]:
@@ -616,6 +651,16 @@ def rollback_batch(batch: ImportBatch, user: Any) -> dict[str, Any]:
                 "rolled_back_by",
                 "rollback_summary",
             ]
+        )
+        record_event(
+            user,
+            AuditAction.ROLLBACK,
+            count=len(member_ids),
+            detail={
+                "batch": locked.pk,
+                "kind": locked.kind,
+                **{k: v for k, v in summary.items() if isinstance(v, int | bool)},
+            },
         )
     counts = {k: v for k, v in summary.items() if isinstance(v, int | bool)}
     logger.info(

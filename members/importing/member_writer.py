@@ -33,6 +33,7 @@ from members.importing.lookups import (
 )
 from members.importing.report import ImportReport, Status
 from members.models import ChannelIdentity, ImportBatch, ImportedMember, Member
+from members.rights import drop_erased_records
 
 logger = logging.getLogger(__name__)
 
@@ -347,6 +348,7 @@ def save_members(
     # members.importing.report has one. Until then they count as updated,
     # because they add an identity to the member.
     channels = ChannelDirectory()
+    records = drop_erased_records(records, report)
     records = _drop_duplicates(records, report)
     report.channels_created.extend(channels.create_missing(r.channel for r in records))
     existing = _existing_members(records, channels)

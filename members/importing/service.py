@@ -47,6 +47,7 @@ from members.importing.reading import detect_format, read_table
 from members.importing.report import ImportReport
 from members.importing.table import SourceRow, Table
 from members.models import Channel, ColumnMapping, ImportBatch
+from members.rights import drop_erased_records
 from tiers.ladder import Ladder, LadderError
 
 logger = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ def _clean_and_save(
             table, columns, options, kinds_by_label()
         )
         report.reject(issues)
+        activities = drop_erased_records(activities, report)
         save_activities(activities, report, batch)
     return used
 

@@ -78,6 +78,7 @@ from members.importing.service import (
 )
 from members.importing.table import SourceRow, check_row_count
 from members.models import Activity, Channel, ImportBatch, ImportedMember
+from members.rights import drop_erased_records
 from tiers.ladder import Ladder, LadderError
 
 logger = logging.getLogger(__name__)
@@ -319,6 +320,7 @@ def _save_rows(
                     chunk, plan.columns, plan.width, plan.options, kinds, now
                 )
                 report.reject(issues)
+                activities = drop_erased_records(activities, report)
                 save_activities(activities, report, batch=batch)
             if record_chunks:
                 add_chunk(batch, report)
