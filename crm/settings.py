@@ -288,6 +288,11 @@ CRM_UPLOAD_MAX_BYTES = env_int(
     "CRM_UPLOAD_MAX_BYTES", CRM_IMPORT_STREAMING_MAX_BYTES + 1024 * 1024
 )
 CRM_IMPORT_TASK_TIMEOUT = env_int("CRM_IMPORT_TASK_TIMEOUT", 3 * 60 * 60)
+# Seconds a job that evaluates every member (re-evaluation after a publish,
+# the nightly reviews, the nightly outlook refresh) may run before django-q2
+# stops it. The first evaluation of 1,000,000 members took about 32 minutes
+# on a 2-core machine (docs/benchmarks.md).
+CRM_EVALUATION_TASK_TIMEOUT = env_int("CRM_EVALUATION_TASK_TIMEOUT", 3 * 60 * 60)
 # An XLSX is refused before it is opened when its parts would inflate past
 # this many bytes, or by more than this ratio, because zip bombs do both.
 # 100 MiB fits CRM_IMPORT_MAX_ROWS: 200,000 rows of six columns written by

@@ -183,3 +183,38 @@ def test_concurrent_events_promote_once(ladder, store):
     member.refresh_from_db()
     assert member.tier == ladder["silver"]
     assert member.activities.count() == 1 + THREADS
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="needs DATABASE_URL=postgres://...")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_member_lock_ignores_open_activity_insert(ladder, store):
+    """An evaluation can lock a member while another transaction adds activity.
+
+    Inserting an activity takes a KEY SHARE lock on its member (the foreign
+    key check). Two event batches that each hold such locks and then wait
+    for FOR UPDATE on the other's members deadlock, so the evaluation locks
+    with FOR NO KEY UPDATE, which does not wait for KEY SHARE.
+    """
+    now = timezone.now()
+    member = bronze_member(store, "LOCK", now - dt.timedelta(minutes=5))
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute(
+                "SELECT 1 FROM members_member WHERE id = %s FOR KEY SHARE",
+                [member.pk],
+            )
+            record(member, store, "purchase", now - dt.timedelta(minutes=1), "1")
+            with connection.cursor() as own:
+                own.execute("SET lock_timeout = '2s'")
+            summary, _ = evaluate([member.pk])
+            cursor.execute("ROLLBACK")
+    finally:
+        other.close()
+        with connection.cursor() as own:
+            own.execute("RESET lock_timeout")
+
+    member.refresh_from_db()
+    assert summary.promoted == 1
+    assert member.tier == ladder["silver"]

@@ -379,3 +379,20 @@ def test_command_accepts_today(ladder, store, capsys):
     )
 
     assert "Evaluated 0 members" in capsys.readouterr().out
+
+
+def test_keep_changes_off_still_writes(ladder, store):
+    spender = make_member(store, "KEEP-1")
+    record(spender, store, "purchase", local(2026, 5, 1), "1000")
+    idle = make_member(store, "KEEP-2")
+
+    summary, kept = evaluate(as_of=local(2026, 6, 1), keep_changes=False)
+
+    spender.refresh_from_db()
+    idle.refresh_from_db()
+    assert kept == []
+    assert summary.evaluated == 2
+    assert summary.initial == 2
+    assert spender.tier == ladder["silver"]
+    assert idle.tier == ladder["bronze"]
+    assert TierChange.objects.count() == 2

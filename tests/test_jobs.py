@@ -3,6 +3,7 @@ evaluation runs that are killed half way."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import importlib
 import os
@@ -19,7 +20,10 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
-from django_q.models import Schedule
+from django_q.brokers import get_broker
+from django_q.models import OrmQ, Schedule
+from django_q.scheduler import scheduler
+from django_q.signing import SignedPackage
 
 from members.models import Member
 from tests.conftest import local, make_member, publish_spec, record, standard_spec
@@ -29,6 +33,7 @@ from tiers.jobs import (
     EVALUATION_LOCK,
     REEVALUATION_RETRY_DELAY,
     JobBusyError,
+    evaluation_lock_timeout,
     job_lock,
     reevaluate_everyone,
     run_nightly_reviews,
@@ -339,6 +344,53 @@ def test_reevaluation_postponed_when_busy(tiers):
     assert schedule.schedule_type == Schedule.ONCE
     assert schedule.repeats == 1
     assert schedule.next_run >= before + REEVALUATION_RETRY_DELAY
+
+
+# Task timeouts
+
+
+def timeout_option(schedule: Schedule) -> int:
+    return ast.literal_eval(schedule.kwargs)["q_options"]["timeout"]
+
+
+@pytest.mark.parametrize("name", ["nightly-reviews", "member-outlooks"])
+def test_nightly_evaluation_has_long_timeout(db, name):
+    schedule = Schedule.objects.get(name=name)
+
+    assert timeout_option(schedule) == settings.CRM_EVALUATION_TASK_TIMEOUT
+    assert timeout_option(schedule) > settings.Q_CLUSTER["timeout"]
+
+
+def test_postponed_reevaluation_has_long_timeout(tiers):
+    version = publish_spec(standard_spec(tiers))
+
+    with job_lock(EVALUATION_LOCK, timeout=60):
+        reevaluate_everyone(version.pk)
+
+    schedule = Schedule.objects.get(name=f"reevaluate-v{version.number}")
+    assert timeout_option(schedule) == settings.CRM_EVALUATION_TASK_TIMEOUT
+
+
+def test_scheduler_queues_task_with_timeout(db, settings):
+    settings.CRM_EVALUATION_TASK_TIMEOUT = 7200
+    migration = importlib.import_module(
+        "tiers.migrations.0015_long_evaluation_timeouts"
+    )
+    migration.set_timeouts(apps, None)
+    Schedule.objects.exclude(name="nightly-reviews").delete()
+    Schedule.objects.update(next_run=timezone.now() - dt.timedelta(minutes=1))
+
+    scheduler(broker=get_broker())
+
+    queued = [SignedPackage.loads(row.payload) for row in OrmQ.objects.all()]
+    assert [task["func"] for task in queued] == ["tiers.jobs.run_nightly_reviews"]
+    assert queued[0]["timeout"] == 7200
+
+
+def test_evaluation_lock_outlasts_task_timeout(settings):
+    settings.CRM_EVALUATION_TASK_TIMEOUT = 7200
+
+    assert evaluation_lock_timeout() == 7200
 
 
 # Schedule

@@ -20,7 +20,7 @@ from django.core.management import CommandError, call_command
 from django.db import models
 from django.db.models import Sum
 from django.test import Client
-from django.utils import timezone
+from django.utils import timezone, translation
 from rest_framework.test import APIClient
 
 from members.api_auth import issue_token
@@ -90,6 +90,13 @@ def grant_permissions(user: User, *codenames: str) -> User:
     for codename in codenames:
         user.user_permissions.add(Permission.objects.get(codename=codename))
     return User.objects.get(pk=user.pk)
+
+
+@pytest.fixture(autouse=True)
+def _english_messages():
+    """Check the English messages, whatever language an earlier test left on."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture

@@ -676,9 +676,11 @@ def _write_unless_stale(
 ) -> list[int]:
     """Write the evaluations whose member record is unchanged since it was read.
 
-    Locks the members to write with SELECT ... FOR UPDATE in pk order, so
-    that concurrent evaluators of one member write one after the other and
-    each reads what the previous one committed. Counts the written history
+    Locks the members to write with SELECT ... FOR NO KEY UPDATE in pk
+    order, so that concurrent evaluators of one member write one after the
+    other and each reads what the previous one committed. The lock does not
+    conflict with the KEY SHARE locks that inserting activities takes on
+    their members, so two concurrent event batches cannot deadlock on them. Counts the written history
     rows in ``reasons`` and returns the ids of the stale members, which are
     left as they are. A member deleted since it was read is skipped.
     """
@@ -689,7 +691,7 @@ def _write_unless_stale(
     stale: list[int] = []
     with transaction.atomic():
         stored = (
-            Member.objects.select_for_update()
+            Member.objects.select_for_update(no_key=True)
             .filter(pk__in=list(pending))
             .order_by("pk")
             .values_list("pk", "tier_id", "review_at", "grace_until")
@@ -841,6 +843,7 @@ def evaluate(
     commit: bool = True,
     chunk_size: int | None = None,
     ladder: Ladder | None = None,
+    keep_changes: bool = True,
 ) -> tuple[EvaluationSummary, list[MemberEvaluation]]:
     """Evaluate members as of ``as_of`` (default: now) and record tier changes.
 
@@ -849,7 +852,8 @@ def evaluate(
     is given. With
     ``commit=False`` nothing is written and every evaluation is returned;
     with ``commit=True`` only the evaluations that changed a tier are
-    returned, to keep memory flat.
+    returned, and none with ``keep_changes=False``, which jobs over every
+    member use so that their memory stays flat even when every tier changes.
     """
     as_of = as_of or timezone.now()
     if timezone.is_naive(as_of):
@@ -872,7 +876,8 @@ def evaluate(
             summary.tier_counts[evaluation.tier.name] += 1
         if commit:
             reasons = _apply(ladder, evaluations, as_of)
-            kept.extend(e for e in evaluations if e.changed)
+            if keep_changes:
+                kept.extend(e for e in evaluations if e.changed)
         else:
             reasons = Counter(e.reason for e in evaluations if e.reason)
             kept.extend(evaluations)

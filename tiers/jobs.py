@@ -45,11 +45,27 @@ class JobBusyError(Exception):
 def evaluation_lock_timeout() -> int:
     """Return the seconds after which a held evaluation lock counts as abandoned.
 
-    django-q2 stops a task that runs longer than the cluster's ``timeout``,
-    so a lock held longer than that belongs to a run that was stopped before
-    it could release it.
+    Jobs that evaluate every member run with ``evaluation_task_options()``,
+    so django-q2 stops them after CRM_EVALUATION_TASK_TIMEOUT seconds, and a
+    lock held longer than that belongs to a run that was stopped before it
+    could release it.
     """
-    return cast(int, settings.Q_CLUSTER["timeout"])
+    return max(
+        int(settings.CRM_EVALUATION_TASK_TIMEOUT),
+        cast(int, settings.Q_CLUSTER["timeout"]),
+    )
+
+
+def evaluation_task_options() -> dict[str, int]:
+    """Return the django-q2 options of a task that evaluates every member.
+
+    The cluster's default ``timeout`` (600 s) is too short for a large
+    program: the first evaluation of 1,000,000 members took about 32
+    minutes in ``bench.reevaluate_bench``. django-q2 1.11 reads a per-task
+    ``timeout`` from these options, given to ``async_task`` directly or in
+    a schedule's ``q_options`` keyword argument.
+    """
+    return {"timeout": int(settings.CRM_EVALUATION_TASK_TIMEOUT)}
 
 
 def _acquire(name: str, timeout: float, token: str) -> bool:
@@ -121,6 +137,7 @@ def _schedule_reevaluation(version: RuleVersion, run_at: dt.datetime) -> None:
         defaults={
             "func": REEVALUATE_TASK,
             "args": repr(version.pk),
+            "kwargs": repr({"q_options": evaluation_task_options()}),
             "schedule_type": Schedule.ONCE,
             "next_run": run_at,
             "repeats": 1,
@@ -133,7 +150,10 @@ def queue_reevaluation(version: RuleVersion) -> None:
     assert version.effective_from is not None
     if version.effective_from <= timezone.now():
         async_task(
-            REEVALUATE_TASK, version.pk, task_name=f"reevaluate-v{version.number}"
+            REEVALUATE_TASK,
+            version.pk,
+            task_name=f"reevaluate-v{version.number}",
+            **evaluation_task_options(),
         )
         logger.info("queued re-evaluation for rule version %d", version.number)
         return
@@ -210,7 +230,9 @@ def reevaluate_everyone(version_id: int) -> dict[str, int]:
     try:
         with job_lock(EVALUATION_LOCK, evaluation_lock_timeout()):
             logger.info("re-evaluation started for rule version %d", in_effect.number)
-            summary, _ = evaluate(as_of=now, ladder=Ladder.load(in_effect))
+            summary, _ = evaluate(
+                as_of=now, ladder=Ladder.load(in_effect), keep_changes=False
+            )
     except JobBusyError:
         retry_at = now + REEVALUATION_RETRY_DELAY
         _schedule_reevaluation(in_effect, retry_at)
@@ -235,7 +257,7 @@ def _review_everyone(as_of: dt.datetime) -> dict[str, int]:
     logger.info("nightly reviews started as_of=%s", as_of.isoformat())
     # Expired overrides end first, so this run reviews the members they held.
     end_expired_overrides(as_of)
-    summary, _ = evaluate(as_of=as_of)
+    summary, _ = evaluate(as_of=as_of, keep_changes=False)
     warnings = record_review_warnings(as_of)
     counts = {
         "evaluated": summary.evaluated,

@@ -63,7 +63,7 @@ class Command(BaseCommand):
             if report.refused:
                 raise CommandError(f"Import of {path.name} failed: {report.refused}")
 
-        summary, _ = evaluate()
+        summary, _ = evaluate(keep_changes=False)
         self.stdout.write(
             f"Evaluated {summary.evaluated} members: "
             + ", ".join(
