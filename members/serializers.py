@@ -284,12 +284,22 @@ def clean_events(
     channel: Channel,
     kinds: Mapping[str, ActivityKind],
 ) -> list[EventInput | InvalidEvent]:
-    """Validate each raw event on its own, keeping request order."""
+    """Validate each raw event on its own, keeping request order.
+
+    One serializer validates every valid event, because DRF deep-copies a
+    serializer's fields each time one is created. An invalid event gets a
+    serializer of its own, so its errors read exactly as ``is_valid()``
+    reports them.
+    """
     items: list[EventInput | InvalidEvent] = []
     context = {"kinds": kinds, "channel": channel}
+    validator = EventSerializer(context=context)
     for index, data in enumerate(raw_events):
-        serializer = EventSerializer(data=data, context=context)
-        if not serializer.is_valid():
+        try:
+            values = validator.run_validation(data)
+        except serializers.ValidationError:
+            serializer = EventSerializer(data=data, context=context)
+            serializer.is_valid()
             items.append(
                 InvalidEvent(
                     index=index,
@@ -298,7 +308,6 @@ def clean_events(
                 )
             )
             continue
-        values = serializer.validated_data
         items.append(
             EventInput(
                 index=index,
