@@ -423,6 +423,16 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Django's own "django" and "django.server" (runserver's request
+        # log) loggers have handlers of their own without the filter, so
+        # they log through the masked console handler here instead. Error
+        # e-mails to ADMINS are not sent, because they carry request data.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "propagate": False,
+        },
     },
 }
 

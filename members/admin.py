@@ -17,6 +17,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import BooleanField, QuerySet, Value
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -79,6 +80,30 @@ def _personal_value(member: Member, field: str) -> str:
     if getattr(member, PERSONAL_DATA_VISIBLE, False):
         return value
     return MEMBER_FIELD_MASKS[field](value)
+
+
+@admin.display(description=_("name"))
+def unsorted_name(member: Member) -> str:
+    return _personal_value(member, "name")
+
+
+@admin.display(description=_("phone"))
+def unsorted_phone(member: Member) -> str:
+    return _personal_value(member, "phone")
+
+
+@admin.display(description=_("e-mail"))
+def unsorted_email(member: Member) -> str:
+    return _personal_value(member, "email")
+
+
+# Staff without the permission get these columns in place of the sortable
+# ones: sorting by a masked value (?o=) would reveal its order.
+UNSORTED_COLUMNS: dict[str, Any] = {
+    "name_column": unsorted_name,
+    "phone_column": unsorted_phone,
+    "email_column": unsorted_email,
+}
 
 
 class FileImportForm(ImportForm):
@@ -480,6 +505,22 @@ class MemberAdmin(MemberLookupMixin, FileImportExportAdmin):
     )
     inlines = (ChannelIdentityInline, TierChangeInline)
 
+    def lookup_allowed(
+        self, lookup: str, value: str, request: HttpRequest | None = None
+    ) -> bool:
+        # Django's admin accepts any lookup on the model's own fields from the
+        # query string. Filtering on a personal field would put it into the
+        # URL and let staff who see it masked recover it a prefix at a time.
+        if lookup.split(LOOKUP_SEP, 1)[0] in MEMBER_FIELD_MASKS:
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = super().get_list_display(request)
+        if can_view_personal_data(request.user):
+            return columns
+        return tuple(UNSORTED_COLUMNS.get(column, column) for column in columns)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Member]:
         # The list columns below read this flag, because a display method
         # receives the member but not the request.
@@ -652,6 +693,12 @@ class MemberAdmin(MemberLookupMixin, FileImportExportAdmin):
         # phone_e164 is read-only here, so keep it in step with the phone.
         obj.phone_e164 = phone_e164(obj.phone)
         super().save_model(request, obj, form, change)
+        edited = sorted(set(form.changed_data) & set(MEMBER_FIELD_MASKS))
+        if change and edited:
+            # The field names only: the audit log never stores the values.
+            record_event(
+                request.user, AuditAction.CHANGE, obj, detail={"fields": edited}
+            )
 
 
 class ActivityAdminForm(forms.ModelForm):

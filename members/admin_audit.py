@@ -14,15 +14,17 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from members.models import AuditEvent, ErasureTombstone
+from members.audit import record_event
+from members.models import AuditAction, AuditEvent, ErasureTombstone
 from members.rights import (
     Contact,
     ErasureError,
@@ -96,6 +98,10 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return super().get_search_results(request, queryset, search_term)
 
 
+# The POST field of the tombstone lookup form on the tombstone list.
+LOOKUP_FIELD = "tombstone_lookup"
+
+
 class LiftForm(forms.Form):
     reason = forms.CharField(
         label=gettext_lazy("Reason"),
@@ -113,11 +119,12 @@ class ErasureTombstoneAdmin(ReadOnlyAdmin):
     list_display = ("short_digest", "kind", "member_link", "created_at")
     list_filter = ("kind",)
     date_hierarchy = "created_at"
-    search_fields = ("digest",)
+    search_fields = ("member__id__exact",)
     search_help_text = gettext_lazy(
-        "An e-mail, an E.164 phone such as +8613800138000, or a channel id "
-        "written as channel:id. The value is hashed and never stored."
+        "An erased member's id. To find a tombstone by phone, e-mail or channel "
+        "id, use the form below, which is sent as a POST."
     )
+    change_list_template = "admin/members/erasuretombstone/change_list.html"
     actions = ("lift",)
     fields = ("digest", "kind", "member_link", "created_at")
     readonly_fields = fields
@@ -133,16 +140,31 @@ class ErasureTombstoneAdmin(ReadOnlyAdmin):
     def has_erase_member_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(ERASE_PERMISSION)
 
-    def get_search_results(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[ErasureTombstone],
-        search_term: str,
-    ) -> tuple[QuerySet[ErasureTombstone], bool]:
-        """Hash the term as a phone, an e-mail and a channel id, and match those."""
-        term = search_term.strip()
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Lifting a tombstone starts from this list.
+        if self.has_erase_member_permission(request):
+            return True
+        return super().has_view_permission(request, obj)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method == "POST" and LOOKUP_FIELD in request.POST:
+            return self._lookup(request)
+        return super().changelist_view(request, extra_context)
+
+    def _lookup(self, request: HttpRequest) -> HttpResponse:
+        """Hash the posted phone, e-mail or channel:id and list the matches.
+
+        The value arrives in the POST body and leaves only as its keyed
+        hash, so it reaches no URL, server log or browser history.
+        """
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        term = request.POST.get(LOOKUP_FIELD, "").strip()
+        url = reverse("admin:members_erasuretombstone_changelist")
         if not term:
-            return queryset, False
+            return HttpResponseRedirect(url)
         digests = {
             tombstone_digest(Kind.PHONE, term),
             tombstone_digest(Kind.EMAIL, term),
@@ -150,7 +172,21 @@ class ErasureTombstoneAdmin(ReadOnlyAdmin):
         channel, separator, external_id = term.partition(":")
         if separator and channel and external_id:
             digests.update(Contact(channel, external_id).digests())
-        return queryset.filter(digest__in=digests), False
+        found = list(
+            ErasureTombstone.objects.filter(digest__in=digests).values_list(
+                "pk", flat=True
+            )
+        )
+        record_event(
+            request.user,
+            AuditAction.LOOKUP,
+            count=len(found),
+            detail={"tombstones": found},
+        )
+        if not found:
+            messages.warning(request, _("No tombstone matches that value."))
+            return HttpResponseRedirect(url)
+        return HttpResponseRedirect(f"{url}?id__in={','.join(map(str, found))}")
 
     @admin.action(
         description=gettext_lazy("Lift the selected tombstones: let the people back"),

@@ -737,6 +737,7 @@ class MemberMerge(models.Model):
 class AuditAction(models.TextChoices):
     VIEW_PERSONAL = "view_personal", _("Viewed personal data")
     LOOKUP = "lookup", _("Looked up by phone or e-mail")
+    CHANGE = "change", _("Changed personal data")
     EXPORT = "export", _("Exported data")
     EXPORT_MEMBER = "export_member", _("Exported one member's data")
     ERASE = "erase", _("Erased personal data")

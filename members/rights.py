@@ -22,6 +22,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import uuid
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -34,8 +35,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
-from django.db.models import F, Q, Value
-from django.db.models.functions import Replace
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -70,6 +70,12 @@ ERASED_TEXT = "[erased]"
 # Names shorter than this are not searched for inside free text: one
 # character (a Chinese surname, an initial) would match unrelated words.
 MIN_SCRUBBED_NAME_CHARS = 2
+# Channel ids shorter than this, and all-digit ones shorter than
+# MIN_SCRUBBED_NUMERIC_ID_DIGITS, are not searched for inside free text and
+# JSON, because they equal counts, amounts and dates in tier explanations.
+# NOTE: such a short id mentioned in an override reason stays there.
+MIN_SCRUBBED_ID_CHARS = 4
+MIN_SCRUBBED_NUMERIC_ID_DIGITS = 7
 # Member fields that hold personal data, cleared by an erasure.
 PERSONAL_FIELDS = ("name", "phone", "phone_e164", "email")
 # Columns that are never searched for personal data during an erasure:
@@ -338,7 +344,11 @@ def _secret_values(
         values.update(v for v in (person.phone, person.phone_e164, person.email) if v)
         if len(person.name.strip()) >= MIN_SCRUBBED_NAME_CHARS:
             values.add(person.name.strip())
-    values.update(identity.external_id for identity in identities)
+    values.update(
+        identity.external_id
+        for identity in identities
+        if _identifying_id(identity.external_id)
+    )
     # Longest first, so that "+8613800138000" goes before "13800138000".
     return sorted(values, key=lambda value: (-len(value), value))
 
@@ -373,19 +383,41 @@ def _linked_rows(
     return model._default_manager.filter(condition)
 
 
-def _scrub_text(text: str, values: Sequence[str]) -> str:
-    for value in values:
-        text = text.replace(value, ERASED_TEXT)
-    return text
+def _identifying_id(external_id: str) -> bool:
+    """Return whether a channel id is long enough to search for in free text."""
+    if len(external_id) < MIN_SCRUBBED_ID_CHARS:
+        return False
+    return not (
+        external_id.isdigit() and len(external_id) < MIN_SCRUBBED_NUMERIC_ID_DIGITS
+    )
 
 
-def _scrub_json(value: Any, values: Sequence[str]) -> Any:
+def _value_pattern(values: Sequence[str]) -> re.Pattern[str] | None:
+    """Return a pattern that finds ``values`` as whole tokens, longest first.
+
+    A value only matches where no ASCII letter or digit touches it, so the
+    id "A123" is not found inside "XA1234" and a phone is not found inside
+    a longer number. Chinese names still match inside Chinese sentences.
+    """
+    if not values:
+        return None
+    alternatives = "|".join(re.escape(value) for value in values)
+    return re.compile(rf"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])")
+
+
+def _scrub_text(text: str, pattern: re.Pattern[str] | None) -> str:
+    if pattern is None:
+        return text
+    return pattern.sub(ERASED_TEXT, text)
+
+
+def _scrub_json(value: Any, pattern: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
-        return _scrub_text(value, values)
+        return _scrub_text(value, pattern)
     if isinstance(value, list):
-        return [_scrub_json(item, values) for item in value]
+        return [_scrub_json(item, pattern) for item in value]
     if isinstance(value, dict):
-        return {key: _scrub_json(item, values) for key, item in value.items()}
+        return {key: _scrub_json(item, pattern) for key, item in value.items()}
     return value
 
 
@@ -394,50 +426,61 @@ def _scrub_linked_rows(
 ) -> None:
     """Replace the personal values in text and JSON columns of linked rows.
 
-    Text columns are rewritten with one UPDATE per column, using the
-    database's REPLACE(). JSON columns are read and rewritten in Python,
-    one SELECT and at most one bulk UPDATE per model. Columns with choices,
-    unique columns and KEPT_COLUMNS are skipped.
+    Each value is replaced only as a whole token (see ``_value_pattern``), so
+    amounts, dates and codes that merely contain its characters are kept.
+    Text columns are read only for rows that contain a value, JSON columns
+    for every linked row, then rewritten in Python with at most one bulk
+    UPDATE per model. Columns with choices, unique columns and KEPT_COLUMNS
+    are skipped.
     """
+    pattern = _value_pattern(values)
+    if pattern is None:
+        return
     for model, names in _member_links():
         rows = _linked_rows(model, names, member_ids)
-        label = model._meta.label_lower
-        for field_ in model._meta.concrete_fields:
-            if not isinstance(field_, models.TextField) or field_.choices:
-                continue
-            if field_.unique or (model, field_.name) in KEPT_COLUMNS:
-                continue
-            contains = Q()
-            replaced: Any = F(field_.name)
-            for value in values:
-                contains |= Q(**{f"{field_.name}__contains": value})
-                replaced = Replace(replaced, Value(value), Value(ERASED_TEXT))
-            if values:
-                count = rows.filter(contains).update(**{field_.name: replaced})
-                if count:
-                    result.rows_scrubbed[label] = (
-                        result.rows_scrubbed.get(label, 0) + count
-                    )
+        text_names = [
+            f.name
+            for f in model._meta.concrete_fields
+            if isinstance(f, models.TextField)
+            and not f.choices
+            and not f.unique
+            and (model, f.name) not in KEPT_COLUMNS
+        ]
         json_names = [
             f.name
             for f in model._meta.concrete_fields
             if isinstance(f, models.JSONField)
         ]
-        if not json_names or not values:
+        if not text_names and not json_names:
             continue
+        candidates = rows
+        if not json_names:
+            contains = Q()
+            for name in text_names:
+                for value in values:
+                    contains |= Q(**{f"{name}__contains": value})
+            candidates = rows.filter(contains)
         changed = []
-        for row in rows.only("pk", *json_names):
+        for row in candidates.only("pk", *text_names, *json_names):
             dirty = False
+            for name in text_names:
+                old = getattr(row, name)
+                if old and (new := _scrub_text(old, pattern)) != old:
+                    setattr(row, name, new)
+                    dirty = True
             for name in json_names:
                 old = getattr(row, name)
-                new = _scrub_json(old, values)
+                new = _scrub_json(old, pattern)
                 if new != old:
                     setattr(row, name, new)
                     dirty = True
             if dirty:
                 changed.append(row)
         if changed:
-            model._default_manager.bulk_update(changed, json_names, batch_size=500)
+            model._default_manager.bulk_update(
+                changed, [*text_names, *json_names], batch_size=500
+            )
+            label = model._meta.label_lower
             result.rows_scrubbed[label] = result.rows_scrubbed.get(label, 0) + len(
                 changed
             )

@@ -313,14 +313,41 @@ def test_tombstone_list_query_count_is_fixed(client, tom_and_sam, store, eve, ad
     assert len(many) == len(few)
 
 
-def test_tombstone_search_hashes_the_term(client, erased_tom, ada):
+def test_tombstone_lookup_hashes_posted_value(client, erased_tom, ada):
     client.force_login(ada)
 
-    found = client.get(TOMBSTONE_LIST, {"q": "store-xuhui:C-1"})
-    missing = client.get(TOMBSTONE_LIST, {"q": "store-xuhui:C-2"})
+    found = client.post(
+        TOMBSTONE_LIST, {"tombstone_lookup": "store-xuhui:C-1"}, follow=True
+    )
+    missing = client.post(
+        TOMBSTONE_LIST, {"tombstone_lookup": "store-xuhui:C-2"}, follow=True
+    )
 
     assert [t.kind for t in found.context["cl"].result_list] == ["channel_id"]
-    assert list(missing.context["cl"].result_list) == []
+    assert "C-1" not in found.redirect_chain[-1][0]
+    assert missing.redirect_chain[-1][0] == TOMBSTONE_LIST
+    assert len(list(missing.context["messages"])) == 1
+    lookups = AuditEvent.objects.filter(action=AuditAction.LOOKUP, username="ada")
+    assert sorted(event.count for event in lookups) == [0, 1]
+
+
+def test_tombstone_get_search_takes_member_id(client, erased_tom, ada):
+    client.force_login(ada)
+
+    by_id = client.get(TOMBSTONE_LIST, {"q": str(erased_tom.pk)})
+    by_channel_id = client.get(TOMBSTONE_LIST, {"q": "store-xuhui:C-1"})
+
+    assert len(by_id.context["cl"].result_list) >= 1
+    assert list(by_channel_id.context["cl"].result_list) == []
+
+
+def test_tombstone_list_open_to_erasers(client, erased_tom):
+    eraser = staff_user("ivy", "view_member", "erase_member")
+    client.force_login(eraser)
+
+    response = client.get(TOMBSTONE_LIST)
+
+    assert response.status_code == 200
 
 
 def test_lift_action_hidden_without_permission(client, erased_tom, ada):
@@ -382,3 +409,32 @@ def test_erase_in_browser_then_audit_list(live_server, chromium, store):
     assert rows.count() == AuditEvent.objects.filter(member=member).count()
     member.refresh_from_db()
     assert member.name == ""
+
+
+def test_member_edit_is_audited(client, tom_and_sam, root):
+    tom, _sam = tom_and_sam
+    client.force_login(root)
+    url = f"/admin/members/member/{tom.pk}/change/"
+    page = client.get(url).context
+    form = page["adminform"].form
+    data = {
+        name: value
+        for name, value in form.initial.items()
+        if value is not None and name in form.fields
+    }
+    for inline in page["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        # No inline rows are sent, so the channel ids stay as they are.
+        data[f"{management.prefix}-TOTAL_FORMS"] = "0"
+        data[f"{management.prefix}-INITIAL_FORMS"] = "0"
+    data["email"] = "tom.new@example.com"
+
+    response = client.post(url, data)
+
+    errors = getattr(response, "context", None) and response.context["errors"]
+    assert response.status_code == 302, errors
+
+    (event,) = AuditEvent.objects.filter(action=AuditAction.CHANGE, member=tom)
+    assert event.username == root.username
+    assert event.detail == {"fields": ["email"]}
+    assert "tom.new" not in str(event.detail)

@@ -543,3 +543,35 @@ def test_admin_erase_rejects_post_without_csrf(lin, eve):
     assert response.status_code == 403
     lin.refresh_from_db()
     assert lin.erased_at is None
+
+
+def test_erasure_keeps_numbers_containing_short_id(ladder, store, eve):
+    """A short channel id and a name inside amounts and codes stay as they are."""
+    member = make_member(store, "7", name="Li")
+    member.phone = "13812345678"
+    member.save()
+    change = TierChange.objects.create(
+        member=member,
+        to_tier=ladder["silver"],
+        reason=TierChange.Reason.PROMOTION,
+        changed_at=timezone.now(),
+        as_of=timezone.now(),
+        explanation={"value": "2477.17", "code": "W2M6-JWVC-H9H7", "who": "Lisa"},
+    )
+    notify(
+        member.pk,
+        "promotion",
+        {"tier": "Silver", "code": "W2M6-JWVC-H9H7", "note": "Li at 13812345678"},
+        "short-id:1",
+    )
+
+    erase_member(member, eve, reason="Ticket 79")
+    change.refresh_from_db()
+    message = OutboxMessage.objects.filter(member=member).first()
+
+    assert change.explanation["value"] == "2477.17"
+    assert change.explanation["code"] == "W2M6-JWVC-H9H7"
+    assert change.explanation["who"] == "Lisa"
+    assert message is not None
+    assert message.params["code"] == "W2M6-JWVC-H9H7"
+    assert message.params["note"] == "[erased] at [erased]"

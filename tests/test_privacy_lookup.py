@@ -153,3 +153,57 @@ def test_changelist_search_ignores_phone_and_name(mei, clerk):
     assert list(by_name) == []
     assert list(by_channel_id) == [mei]
     assert list(by_member_id) == [mei]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"phone__startswith": "138"},
+        {"phone_e164": "+86" + PHONE},
+        {"email__istartswith": "mei"},
+        {"name__startswith": "韩"},
+        {"name": "韩梅梅"},
+    ],
+)
+def test_changelist_rejects_personal_filters(mei, clerk, params):
+    client, _user = clerk
+    url = reverse("admin:members_member_changelist")
+
+    response = client.get(url, {"id": str(mei.pk), **params})
+
+    assert response.status_code == 400
+
+
+def test_changelist_rejects_personal_filters_for_managers(mei, db):
+    client, _user = staff_client("lead", "view_member", "view_personal_data")
+    url = reverse("admin:members_member_changelist")
+
+    response = client.get(url, {"phone__startswith": "138"})
+
+    assert response.status_code == 400
+
+
+def test_masked_columns_are_not_sortable(mei, store, clerk):
+    client, _user = clerk
+    other = make_member(store, "C-2", name="阿强")
+    Member.objects.filter(pk=other.pk).update(phone="13000000000")
+    url = reverse("admin:members_member_changelist")
+
+    # Column 2 is the phone. Sorting by it must not change the order.
+    ascending = client.get(url, {"o": "2"}).context["cl"].result_list
+    descending = client.get(url, {"o": "-2"}).context["cl"].result_list
+
+    assert [m.pk for m in ascending] == [m.pk for m in descending]
+
+
+def test_unmasked_columns_stay_sortable(mei, store, db):
+    client, _user = staff_client("lead", "view_member", "view_personal_data")
+    other = make_member(store, "C-2", name="阿强")
+    Member.objects.filter(pk=other.pk).update(phone="13000000000")
+    url = reverse("admin:members_member_changelist")
+
+    ascending = client.get(url, {"o": "2"}).context["cl"].result_list
+    descending = client.get(url, {"o": "-2"}).context["cl"].result_list
+
+    assert [m.pk for m in ascending] == [other.pk, mei.pk]
+    assert [m.pk for m in descending] == [mei.pk, other.pk]

@@ -224,6 +224,15 @@ def test_configured_handler_masks_logs(console_output):
     assert "13912345678" not in console_output.getvalue()
 
 
+def test_request_logs_are_masked(console_output):
+    logging.getLogger("django.server").info('"GET /x/?p=%s HTTP/1.1" 200', LI_PHONE)
+    logging.getLogger("django.request").warning("Not Found: /x/%s", LI_PHONE)
+
+    output = console_output.getvalue()
+    assert output.count("139****5678") == 2
+    assert LI_PHONE not in output
+
+
 # The scan over pages, exports, the API and logs
 
 
