@@ -7,23 +7,28 @@ bench.generate, already loaded.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench \\
         .venv/bin/python -m bench.simulate --repeat 3
+
+With ``--against-current`` it leaves the version in effect and the members'
+tiers as they are (for example after bench.reevaluate_bench), builds the
+benchmark ladder as a new draft and simulates that.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import time
+from typing import Any
 
 from bench.generate import setup_django
+from bench.machine import describe_machine, load_average
 
 LADDER_NOTE = "Benchmark ladder"
 
 
-def ensure_published_ladder() -> None:
-    from tiers.models import RuleVersion, Tier
-    from tiers.publishing import publish
+def benchmark_spec(note: str = LADDER_NOTE) -> Any:
+    """Return the four-tier benchmark ladder as a VersionSpec."""
+    from tiers.models import Tier
     from tiers.rules import (
         Need,
         TierSpec,
@@ -31,11 +36,8 @@ def ensure_published_ladder() -> None:
         WeightSpec,
         all_of,
         any_of,
-        build,
     )
 
-    if RuleVersion.objects.filter(status="published", note=LADDER_NOTE).exists():
-        return
     names = [
         ("Bench base", 0),
         ("Bench silver", 10),
@@ -46,8 +48,8 @@ def ensure_published_ladder() -> None:
         Tier.objects.get_or_create(name=name, defaults={"rank": rank + 100})[0]
         for name, rank in names
     ]
-    spec = VersionSpec(
-        note=LADDER_NOTE,
+    return VersionSpec(
+        note=note,
         tiers=[
             TierSpec(tiers[0]),
             TierSpec(tiers[1], any_of(Need("net_spend", 2000), Need("orders", 4))),
@@ -75,8 +77,18 @@ def ensure_published_ladder() -> None:
             WeightSpec("visit", per_event=20),
         ],
     )
+
+
+def ensure_published_ladder() -> None:
+    """Publish the benchmark ladder, effective since 2000, unless it is published."""
+    from tiers.models import RuleVersion
+    from tiers.publishing import publish
+    from tiers.rules import build
+
+    if RuleVersion.objects.filter(status="published", note=LADDER_NOTE).exists():
+        return
     publish(
-        build(spec),
+        build(benchmark_spec()),
         user=None,
         reason="benchmark",
         policy="reevaluate",
@@ -131,49 +143,68 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="Runs of each; best is kept."
     )
+    parser.add_argument(
+        "--against-current",
+        action="store_true",
+        help=(
+            "Keep the version in effect and the tiers members hold, and simulate "
+            "the benchmark ladder as a new draft; skips the first evaluation."
+        ),
+    )
     arguments = parser.parse_args()
     setup_django()
-    import django
-    from django.db import connection
-
     from members.models import Activity, Member
     from tiers.evaluation import evaluate
     from tiers.models import Requirement, RuleVersion
-    from tiers.rules import copy_to_draft
+    from tiers.rules import build, copy_to_draft
     from tiers.simulation import simulate
 
-    ensure_published_ladder()
-    current = RuleVersion.objects.filter(status="published", note=LADDER_NOTE).first()
-    started = time.perf_counter()
-    summary, _ = evaluate()
-    first_evaluation = time.perf_counter() - started
-
-    draft = copy_to_draft(current)
-    # The draft raises the base-to-silver spend threshold from 2,000 to 3,000.
-    requirement = Requirement.objects.get(
-        version=draft, metric="net_spend", threshold=2000
-    )
-    requirement.threshold = requirement.threshold + 1000
-    requirement.save()
+    first_evaluation = None
+    if arguments.against_current:
+        draft = build(benchmark_spec(note="Benchmark draft"))
+    else:
+        ensure_published_ladder()
+        current = RuleVersion.objects.filter(
+            status="published", note=LADDER_NOTE
+        ).first()
+        if current is None:
+            raise SystemExit("The benchmark ladder was not published; see above.")
+        started = time.perf_counter()
+        summary, _ = evaluate()
+        first_evaluation = time.perf_counter() - started
+        draft = copy_to_draft(current)
+        # The draft raises the base-to-silver spend threshold from 2,000 to 3,000.
+        requirement = Requirement.objects.get(
+            version=draft, metric="net_spend", threshold=2000
+        )
+        requirement.threshold = requirement.threshold + 1000
+        requirement.save()
 
     floors, simulations = [], []
-    moved = 0
     for _ in range(arguments.repeat):
         floors.append(floor_seconds())
         started = time.perf_counter()
         result = simulate(draft)
         simulations.append(time.perf_counter() - started)
-        moved = result.moved
+        print(
+            f"floor {floors[-1]:.2f} s, simulate {simulations[-1]:.2f} s, "
+            f"load {load_average()}",
+            flush=True,
+        )
     floor, simulation = min(floors), min(simulations)
-    print(
-        f"machine: {platform.machine()}, {platform.python_version()}, Django {django.get_version()}, {connection.vendor}"
-    )
+    print(describe_machine())
     print(f"members: {Member.objects.count()}, activities: {Activity.objects.count()}")
-    print(
-        f"full evaluation (writes): {first_evaluation:.2f} s, evaluated {summary.evaluated}"
-    )
+    if first_evaluation is not None:
+        print(
+            f"full evaluation (writes): {first_evaluation:.2f} s, "
+            f"evaluated {summary.evaluated}"
+        )
     print(f"floor (one GROUP BY statement): {floor:.2f} s")
-    print(f"simulate(draft): {simulation:.2f} s, {moved} members would move")
+    print(
+        f"simulate(draft): {simulation:.2f} s, {result.evaluated} evaluated, "
+        f"{result.moved} would move (up {sum(result.up_from.values())}, down "
+        f"{sum(result.down_from.values())})"
+    )
     print(f"ratio simulate / floor: {simulation / floor:.1f}x")
 
 
