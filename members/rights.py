@@ -851,14 +851,32 @@ def _notifications(member: Member) -> list[dict[str, Any]]:
     return result
 
 
+def _merged_profiles(member: Member) -> list[dict[str, Any]]:
+    """Return the profiles of the members merged into ``member``.
+
+    A merge moves the channel ids and activities to the kept member but
+    leaves the name, phone and e-mail on the merged one, which erasure
+    treats as the same person.
+    """
+    merged = Member.objects.filter(merged_into=member).select_related("tier")
+    rows = []
+    for other in merged.order_by("pk"):
+        profile = _profile(other, [])
+        del profile["channel_ids"]
+        rows.append(profile)
+    return rows
+
+
 def export_member_data(member: Member) -> dict[str, Any]:
     """Return everything stored about ``member``, section by section.
 
-    The sections are profile (with channel ids), activities, tier_changes
-    (with their explanations), tier_overrides, benefit_grants, redemptions
-    and notifications. Staff user names are left out. Costs a fixed number
-    of queries whatever the member's size: the member with its tier, then
-    one per section, with redemptions read from the grants.
+    The sections are profile (with channel ids), merged_members (the
+    profiles of members merged into this one, whose activities and ids now
+    belong to it), activities, tier_changes (with their explanations),
+    tier_overrides, benefit_grants, redemptions and notifications. Staff
+    user names are left out. Costs a fixed number of queries whatever the
+    member's size: the member with its tier, then one per section, with
+    redemptions read from the grants.
     """
     member = Member.objects.select_related("tier").get(pk=member.pk)
     identities = (
@@ -870,6 +888,7 @@ def export_member_data(member: Member) -> dict[str, Any]:
     return {
         "exported_at": _iso(timezone.now()),
         "profile": _profile(member, identities),
+        "merged_members": _merged_profiles(member),
         "activities": _activities(member),
         "tier_changes": _tier_changes(member),
         "tier_overrides": _tier_overrides(member),
@@ -917,6 +936,7 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
 
 
 LIST_SECTIONS = (
+    "merged_members",
     "activities",
     "tier_changes",
     "tier_overrides",

@@ -25,6 +25,7 @@ from django.utils import timezone
 from benefits.issuing import issue_for_tier_changes
 from benefits.models import Grant
 from benefits.redemption import redeem
+from members.merging import merge_members
 from members.models import AuditAction, AuditEvent, Member
 from members.rights import export_member, export_member_data, render_csv_zip
 from tests.conftest import make_member, record
@@ -34,6 +35,7 @@ from tiers.overrides import request_override
 
 NOW = timezone.now()
 SECTIONS = (
+    "merged_members",
     "activities",
     "tier_changes",
     "tier_overrides",
@@ -135,10 +137,26 @@ def test_export_query_count_is_fixed(ladder, store):
         data = export_member_data(big)
 
     assert len(data["activities"]) == 40
-    # The member with its tier, channel ids, activities, tier changes,
-    # overrides, grants and outbox messages.
-    assert len(small_queries) == 7
-    assert len(big_queries) == 7
+    # The member with its tier, channel ids, members merged into it,
+    # activities, tier changes, overrides, grants and outbox messages.
+    assert len(small_queries) == 8
+    assert len(big_queries) == 8
+
+
+def test_export_includes_merged_members(lin, store):
+    root = User.objects.create_superuser("root", password="pw")
+    twin = make_member(store, "C-0098", name="Lin W.")
+    Member.objects.filter(pk=twin.pk).update(phone="13900001111")
+    merge_members(twin, lin, user=root, reason="Same person")
+
+    data = export_member_data(lin)
+    archive = zipfile.ZipFile(io.BytesIO(render_csv_zip(data)))
+
+    (merged,) = data["merged_members"]
+    assert merged["id"] == twin.pk
+    assert merged["name"] == "Lin W."
+    assert merged["phone"] == "13900001111"
+    assert "13900001111" in archive.read("merged_members.csv").decode("utf-8-sig")
 
 
 def test_json_export_is_utf8_with_sorted_keys(lin, ada):
