@@ -30,6 +30,7 @@ from benefits.models import (
     TierPeriod,
 )
 from benefits.redemption import RedemptionError, redeem
+from members.admin_guards import FreeTextLookupGuard
 
 
 def _staff_user(request: HttpRequest) -> User:
@@ -255,7 +256,7 @@ GRANT_FIELDS = (
 
 
 @admin.register(Grant)
-class GrantAdmin(GrantActionsMixin, admin.ModelAdmin):
+class GrantAdmin(FreeTextLookupGuard, GrantActionsMixin, admin.ModelAdmin):
     """Every grant, read-only, with the actions that change its status."""
 
     list_display = [
@@ -295,7 +296,7 @@ class GrantAdmin(GrantActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(GrantAwaitingApproval)
-class ApprovalQueueAdmin(GrantActionsMixin, admin.ModelAdmin):
+class ApprovalQueueAdmin(FreeTextLookupGuard, GrantActionsMixin, admin.ModelAdmin):
     """Grants waiting for a decision, soonest deadline first."""
 
     actions = ["approve_selected", "reject_selected"]

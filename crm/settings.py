@@ -388,6 +388,9 @@ CRM_API_MAX_REQUEST_BYTES = env_int("CRM_API_MAX_REQUEST_BYTES", 1024 * 1024)
 CRM_API_TOKEN_RATE = env_str("CRM_API_TOKEN_RATE", "1200/min")
 # Days an Idempotency-Key's stored response is kept for retries.
 CRM_IDEMPOTENCY_KEY_DAYS = env_int("CRM_IDEMPOTENCY_KEY_DAYS", 30)
+# Look-ups by phone or e-mail each staff user without the personal data
+# permission may make per clock hour; 0 turns the limit off.
+CRM_LOOKUP_LIMIT_PER_HOUR = env_int("CRM_LOOKUP_LIMIT_PER_HOUR", 30)
 
 # Production hardening, checked by `manage.py check --deploy`.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -209,6 +209,18 @@ def _confirm(request: HttpRequest) -> HttpResponse:
             _("No device is waiting for confirmation. Start the set-up again."),
         )
         return HttpResponseRedirect(reverse(ENROL_URL_NAME))
+    # django-otp makes a device wait 1, 2, 4, ... seconds after each wrong
+    # code, and rejects even the right code during the wait.
+    allowed, _throttle = device.verify_is_allowed()
+    if form.is_valid() and not allowed:
+        form.add_error(
+            None,
+            _(
+                "Too many wrong codes in a row. Wait a few seconds, then enter "
+                "the code that the app shows now."
+            ),
+        )
+        return _page(request, code_form=form)
     if not form.is_valid() or not device.verify_token(form.code()):
         form.add_error(
             None,

@@ -29,6 +29,7 @@ from django.utils.translation import ngettext
 from import_export.admin import ImportExportModelAdmin
 from import_export.forms import ConfirmImportForm, ImportForm
 
+from members.admin_guards import FreeTextLookupGuard
 from members.admin_identity import merged_into_notice
 from members.admin_lookup import MemberLookupMixin
 from members.audit import record_event, record_events
@@ -770,7 +771,7 @@ class ActivityAdminForm(forms.ModelForm):
 
 
 @admin.register(Activity)
-class ActivityAdmin(FileImportExportAdmin):
+class ActivityAdmin(FreeTextLookupGuard, FileImportExportAdmin):
     form = ActivityAdminForm
     resource_classes = [ActivityResource]
     import_form_class = ActivityImportForm

@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from members.admin_guards import FreeTextLookupGuard
 from members.audit import record_event
 from members.models import AuditAction, AuditEvent, ErasureTombstone
 from members.rights import (
@@ -36,7 +37,7 @@ from members.rights import (
 ERASE_PERMISSION = "members.erase_member"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(FreeTextLookupGuard, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

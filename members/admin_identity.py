@@ -40,6 +40,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from members.admin_guards import FreeTextLookupGuard
 from members.audit import record_events
 from members.identity import EMAIL, DuplicateGroup, suspected_duplicates
 from members.merging import (
@@ -251,7 +252,7 @@ def _plan_rows(plan: MergePlan, visible: bool) -> dict[str, Any]:
 
 
 @admin.register(MemberMerge)
-class MemberMergeAdmin(admin.ModelAdmin):
+class MemberMergeAdmin(FreeTextLookupGuard, admin.ModelAdmin):
     """Merges as read-only audit records, with the duplicates and merge pages."""
 
     list_display = (

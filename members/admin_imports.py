@@ -30,6 +30,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
+from members.admin_guards import FreeTextLookupGuard
 from members.importing.batches import (
     RollbackError,
     describe_rollback,
@@ -46,7 +47,7 @@ from members.importing.columns import (
 )
 from members.importing.report import issues_csv_lines
 from members.models import ColumnMapping, ImportBatch, ImportIssue, ImportKind
-from members.privacy import can_view_personal_data, mask_text
+from members.privacy import can_view_personal_data, mask_cell
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -63,7 +64,7 @@ def _has_import_permission(request: HttpRequest) -> bool:
 
 
 @admin.register(ImportBatch)
-class ImportBatchAdmin(admin.ModelAdmin):
+class ImportBatchAdmin(FreeTextLookupGuard, admin.ModelAdmin):
     """Confirmed imports: read-only, with rollback and the error report."""
 
     list_display = (
@@ -309,7 +310,7 @@ def _issues_table(batch: ImportBatch, masked: bool) -> str:
 
 def _masked_issue(row: tuple[Any, ...]) -> tuple[Any, ...]:
     line, status, column, value, reason = row
-    return line, status, column, mask_text(value), reason
+    return line, status, column, mask_cell(column, value), reason
 
 
 def _busy_message(batch: ImportBatch) -> str:

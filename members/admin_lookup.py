@@ -11,9 +11,12 @@ carries the phone or e-mail.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -26,8 +29,40 @@ from members.audit import record_event
 from members.identity import EMAIL, PHONE, email_key
 from members.importing.cleaning import phone_e164
 from members.models import AuditAction, Member
+from members.privacy import can_view_personal_data
 
 logger = logging.getLogger(__name__)
+
+
+def within_lookup_limit(request: HttpRequest) -> bool:
+    """Count one look-up by a masked user and return whether it is allowed.
+
+    Without a limit, staff who see phones masked could try every number of a
+    masked phone's hidden digits. Staff with the personal data permission
+    are not counted, because they see the phones anyway. The count lives in
+    the cache for the current clock hour.
+    """
+    limit = settings.CRM_LOOKUP_LIMIT_PER_HOUR
+    if limit <= 0 or can_view_personal_data(request.user):
+        return True
+    key = f"members:lookup-count:{request.user.pk}:{int(time.time() // 3600)}"
+    cache.add(key, 0, 3600)
+    try:
+        count = cache.incr(key)
+    except ValueError:
+        # The entry expired between add() and incr().
+        cache.set(key, 1, 3600)
+        count = 1
+    if count > limit:
+        logger.warning(
+            "member look-up refused user_id=%s count=%d limit=%d",
+            request.user.pk,
+            count,
+            limit,
+        )
+        return False
+    return True
+
 
 # The maximum number of members one lookup lists. Further matches are left out.
 MAX_LOOKUP_MATCHES = 100
@@ -100,6 +135,25 @@ class MemberLookupMixin:
             raise PermissionDenied
         form = MemberLookupForm(request.POST if request.method == "POST" else None)
         not_found = False
+        if request.method == "POST" and not within_lookup_limit(request):
+            form.add_error(
+                None,
+                _(
+                    "You have reached the limit of %(limit)s look-ups an hour for "
+                    "staff who see phones and e-mails masked. Try again later."
+                )
+                % {"limit": settings.CRM_LOOKUP_LIMIT_PER_HOUR},
+            )
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": _("Find a member by phone or e-mail"),
+                "form": form,
+                "not_found": False,
+            }
+            return TemplateResponse(
+                request, "admin/members/member_lookup.html", context, status=429
+            )
         if request.method == "POST" and form.is_valid():
             kind, member_ids = find_members(form.cleaned_data["contact"])
             record_event(

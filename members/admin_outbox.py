@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from members.admin_guards import FreeTextLookupGuard
 from members.delivery import configured_backends
 from members.models import OutboxMessage
 from members.notifications import send_again
@@ -42,7 +43,7 @@ class ChannelFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(FreeTextLookupGuard, admin.ModelAdmin):
     list_display = (
         "created_at",
         "member",

@@ -135,3 +135,26 @@ def member_label(name: str, pk: int | None) -> str:
     if pk is None:
         return masked
     return f"{masked} #{pk}" if masked else f"#{pk}"
+
+
+# Import columns that hold one personal value each, by the names the import
+# maps headers to, with the mask of each.
+PERSONAL_COLUMN_MASKS: dict[str, Callable[[str], str]] = {
+    "name": mask_name,
+    "phone": mask_phone,
+    "phone_e164": mask_phone,
+    "email": mask_email,
+}
+
+
+def mask_cell(column: str, value: str) -> str:
+    """Mask a file's cell by its column: wholly in a personal column.
+
+    A rejected phone or e-mail is often malformed (``135.6666.7777``,
+    ``a@@b.cn``), so the patterns of :func:`mask_text` would not find it.
+    Other columns go through ``mask_text``.
+    """
+    mask = PERSONAL_COLUMN_MASKS.get((column or "").strip().lower())
+    if mask is not None:
+        return mask(value) if value else value
+    return mask_text(value)

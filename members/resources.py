@@ -40,7 +40,7 @@ from members.importing.report import (
 )
 from members.importing.service import import_data
 from members.models import Activity, ChannelIdentity, Member
-from members.privacy import mask_email, mask_name, mask_phone, mask_text
+from members.privacy import mask_cell, mask_email, mask_name, mask_phone
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class ImportResult(Result):
             headers.update(dict.fromkeys(outcome.values))
         return list(headers)
 
-    def _shown(self, value: str) -> str:
-        return mask_text(value) if self.masked else value
+    def _shown(self, column: str, value: str) -> str:
+        return mask_cell(column, value) if self.masked else value
 
     @property
     def preview_rows(self) -> list[tuple[int, str, list[str]]]:
@@ -101,7 +101,7 @@ class ImportResult(Result):
             (
                 outcome.line,
                 str(outcome.status),
-                [self._shown(outcome.values.get(h, "")) for h in headers],
+                [self._shown(h, outcome.values.get(h, "")) for h in headers],
             )
             for outcome in self._preview_lines()
         ]
@@ -141,7 +141,7 @@ class ImportResult(Result):
 
 
 def _masked_issue(issue: IssueT) -> IssueT:
-    return dataclasses.replace(issue, value=mask_text(issue.value))
+    return dataclasses.replace(issue, value=mask_cell(issue.column, issue.value))
 
 
 def _masked_issues_csv(report: ImportReport) -> bytes:

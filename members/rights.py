@@ -57,6 +57,7 @@ from members.models import (
     OutboxMessage,
 )
 from members.notifications import render
+from members.privacy import mask_text
 from tiers.models import TierChange, TierOverride
 
 logger = logging.getLogger(__name__)
@@ -593,7 +594,9 @@ def erase_member(member: Member, user: User, reason: str) -> ErasureResult:
             member,
             count=len(people),
             detail={
-                "reason": reason,
+                # The reason may quote the erased data itself ("request from
+                # a@b.cn"), and the audit log outlives the erasure.
+                "reason": mask_text(_scrub_text(reason, _value_pattern(values))),
                 "merged_members": member_ids[1:],
                 "tombstones": result.tombstones,
                 "channel_ids": result.identities,
@@ -639,7 +642,7 @@ def lift_tombstones(
             user,
             AuditAction.LIFT_TOMBSTONE,
             member,
-            detail={"reason": reason, "tombstones": deleted, "kinds": kinds},
+            detail={"reason": mask_text(reason), "tombstones": deleted, "kinds": kinds},
         )
     logger.info(
         "erasure tombstones lifted member_id=%s user_id=%s tombstones=%d",
@@ -668,7 +671,7 @@ def lift_selected_tombstones(
         rows = ErasureTombstone.objects.filter(pk__in=list(tombstone_ids))
         member_ids = set(rows.values_list("member_id", flat=True))
         deleted, _by_model = rows.delete()
-        detail = {"reason": reason, "tombstones": deleted}
+        detail = {"reason": mask_text(reason), "tombstones": deleted}
         record_events(
             user,
             AuditAction.LIFT_TOMBSTONE,

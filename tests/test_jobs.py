@@ -371,7 +371,10 @@ def test_postponed_reevaluation_has_long_timeout(tiers):
     assert timeout_option(schedule) == settings.CRM_EVALUATION_TASK_TIMEOUT
 
 
-def test_scheduler_queues_task_with_timeout(db, settings):
+# django-q2's scheduler closes the database connection when it finishes,
+# which a test inside a transaction cannot survive on PostgreSQL.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_scheduler_queues_task_with_timeout(settings):
     settings.CRM_EVALUATION_TASK_TIMEOUT = 7200
     migration = importlib.import_module(
         "tiers.migrations.0015_long_evaluation_timeouts"

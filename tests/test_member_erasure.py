@@ -575,3 +575,13 @@ def test_erasure_keeps_numbers_containing_short_id(ladder, store, eve):
     assert message is not None
     assert message.params["code"] == "W2M6-JWVC-H9H7"
     assert message.params["note"] == "[erased] at [erased]"
+
+
+def test_erasure_reason_in_audit_is_scrubbed(lin, eve):
+    phone = lin.phone_e164
+    erase_member(lin, eve, reason=f"Request from {phone} by lin@example.com")
+
+    event = AuditEvent.objects.get(action=AuditAction.ERASE, member=lin)
+    assert phone not in event.detail["reason"]
+    assert "lin@example.com" not in event.detail["reason"]
+    assert event.detail["reason"].startswith("Request from ")

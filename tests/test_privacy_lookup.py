@@ -207,3 +207,28 @@ def test_unmasked_columns_stay_sortable(mei, store, db):
 
     assert [m.pk for m in ascending] == [other.pk, mei.pk]
     assert [m.pk for m in descending] == [mei.pk, other.pk]
+
+
+def test_masked_lookups_limited_per_hour(mei, clerk, settings):
+    settings.CRM_LOOKUP_LIMIT_PER_HOUR = 3
+    client, _user = clerk
+    url = reverse(LOOKUP)
+
+    answers = [
+        client.post(url, {"contact": f"1381234{number:04d}"}).status_code
+        for number in range(5)
+    ]
+
+    assert answers[:3] == [200, 200, 200]
+    assert answers[3:] == [429, 429]
+    assert AuditEvent.objects.filter(action=AuditAction.LOOKUP).count() == 3
+
+
+def test_unmasked_lookups_not_limited(mei, db, settings):
+    settings.CRM_LOOKUP_LIMIT_PER_HOUR = 1
+    client, _user = staff_client("lead", "view_member", "view_personal_data")
+    url = reverse(LOOKUP)
+
+    answers = [client.post(url, {"contact": PHONE}).status_code for _ in range(3)]
+
+    assert answers == [302, 302, 302]

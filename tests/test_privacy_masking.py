@@ -520,7 +520,8 @@ def test_import_preview_masks_rejected_values(people):
 
     assert response.status_code == 200
     text = response.content.decode()
-    assert "139****5678" in text
+    # A phone in the e-mail column is masked as an e-mail cell, wholly.
+    assert mask_email(LI_PHONE) in text
     assert leaks(text) == []
     # The download link embeds the CSV as base64; decode and check it too.
     result = response.context["result"]
@@ -567,3 +568,19 @@ def test_api_responses_and_logs_mask_contact_data(
     assert leaks(console_output.getvalue()) == []
     assert leaks(caplog.text) == []
     assert "contacts-138****5678.csv" in console_output.getvalue()
+
+
+def test_request_log_keeps_status_and_size(console_output):
+    logging.getLogger("django.server").info(
+        '"%s" %s %s', "GET /admin/?q=alice%40example.org HTTP/1.1", "200", "1558"
+    )
+    logging.getLogger("django.server").info(
+        '"%s" %s %s', "GET /admin/?q=139+1234+5678 HTTP/1.1", "200", "1558"
+    )
+
+    output = console_output.getvalue()
+    assert output.count('" 200 1558') == 2
+    assert "alice%40example.org" not in output
+    assert "alice@example.org" not in output
+    assert "139+1234+5678" not in output
+    assert "139****5678" in output

@@ -220,6 +220,26 @@ def test_wrong_confirm_code_keeps_unconfirmed(client, clerk):
     assert device.confirmed is False
 
 
+def test_right_code_right_after_wrong_says_wait(client, clerk, settings):
+    # django-otp's default: wait 1 s after the first wrong code, 2 s after
+    # the second, and so on.
+    settings.OTP_TOTP_THROTTLE_FACTOR = 1
+    client.force_login(clerk)
+    device, _page = start_enrolment(client)
+    client.post(enrol_url(), {"action": "confirm", "otp_token": "000000"})
+
+    response = client.post(
+        enrol_url(),
+        {"action": "confirm", "otp_token": code_for(device)},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
+
+    device.refresh_from_db()
+    assert response.status_code == 200
+    assert "Too many wrong codes in a row" in response.content.decode()
+    assert device.confirmed is False
+
+
 def test_confirm_with_right_code_verifies_session(client, clerk):
     client.force_login(clerk)
     device, _page = start_enrolment(client)

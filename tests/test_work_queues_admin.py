@@ -29,7 +29,8 @@ from django.urls import reverse
 from django.utils import timezone
 from openpyxl import load_workbook
 
-from members.models import Member, OutboxMessage
+from members.models import AuditAction, AuditEvent, Member, OutboxMessage
+from members.privacy import mask_name
 from tests.conftest import make_member, publish_spec, record
 from tiers import admin_queues
 from tiers.models import MemberOutlook, ReviewExtension, Validity
@@ -439,8 +440,8 @@ def test_extension_needs_member_change_permission(people, vera):
 # Export
 
 
-def test_export_opens_in_openpyxl(people, quinn):
-    client, _ = quinn
+def test_export_opens_in_openpyxl(people):
+    client, _ = staff_client("lead", [*WORKER_PERMISSIONS, "view_personal_data"])
     nina = people["nina"]
     nina.name = '=HYPERLINK("http://example.com","Nina")'
     nina.save()
@@ -463,6 +464,19 @@ def test_export_opens_in_openpyxl(people, quinn):
     name_cell = sheet.cell(row=2, column=2)
     assert name_cell.data_type == "s"
     assert name_cell.value == nina.name
+
+
+def test_export_masks_names_and_is_audited(people, quinn):
+    client, _ = quinn
+
+    response = post_action(client, "export_xlsx", [people["nina"]])
+
+    sheet = load_workbook(io.BytesIO(response.content)).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[1][1] == mask_name(people["nina"].name)
+    assert rows[1][1] != people["nina"].name
+    (event,) = AuditEvent.objects.filter(action=AuditAction.EXPORT)
+    assert event.count == 1
 
 
 def test_export_of_at_risk_queue(people, quinn):

@@ -43,7 +43,10 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
-from members.models import ActivityKind, Channel, Member
+from members.admin_guards import FreeTextLookupGuard
+from members.audit import record_event
+from members.models import ActivityKind, AuditAction, Channel, Member
+from members.privacy import can_view_personal_data, mask_name, mask_text
 from tiers.formatting import format_metric_value
 from tiers.ladder import Ladder, LadderError
 from tiers.metrics import program_zone
@@ -109,7 +112,7 @@ def can_publish(request: HttpRequest) -> bool:
     return request.user.has_perm(PUBLISH_PERMISSION)
 
 
-class GuardedHistoryAdmin(SimpleHistoryAdmin):
+class GuardedHistoryAdmin(FreeTextLookupGuard, SimpleHistoryAdmin):
     """SimpleHistoryAdmin whose revert form saves only for users who may edit.
 
     simple-history 3.13 saves a POST to its revert form for anyone who may
@@ -570,7 +573,11 @@ class RuleVersionAdmin(GuardedHistoryAdmin):
             "matrix": matrix_table(result),
             "totals": simulation_totals(result),
             "metric_headers": [labels.get(key, key) for key in result.metric_keys],
-            "movers": mover_rows(result, MOVERS_ON_PAGE),
+            "movers": mover_rows(
+                result,
+                MOVERS_ON_PAGE,
+                masked=not can_view_personal_data(request.user),
+            ),
             "movers_limit": MOVERS_ON_PAGE,
             "can_publish": can_publish(request) and version.is_draft,
             "has_fairness_report": has_fairness_report(),
@@ -586,7 +593,15 @@ class RuleVersionAdmin(GuardedHistoryAdmin):
 
         # The export simulates again, so it reflects the ledger at download time.
         try:
-            workbook = movers_workbook(simulate(version))
+            masked = not can_view_personal_data(request.user)
+            result = simulate(version)
+            workbook = movers_workbook(result, masked=masked)
+            record_event(
+                request.user,
+                AuditAction.EXPORT,
+                count=len(result.movers),
+                detail={"export": "simulation movers", "version": version.pk},
+            )
         except LadderError as error:
             self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(_change_url(version))
@@ -724,7 +739,7 @@ def published_message(version: RuleVersion) -> str:
 
 
 @admin.register(TierChange)
-class TierChangeAdmin(admin.ModelAdmin):
+class TierChangeAdmin(FreeTextLookupGuard, admin.ModelAdmin):
     list_display = [
         "member",
         "from_tier",
@@ -854,11 +869,20 @@ def simulation_totals(result: SimulationResult) -> dict[str, int]:
     }
 
 
+def _mover_name(name: str | None, masked: bool) -> str:
+    return mask_name(name or "") if masked else name or ""
+
+
 DIRECTION_LABELS = {"up": _("up"), "down": _("down"), "new": _("first tier")}
 
 
-def mover_rows(result: SimulationResult, limit: int) -> list[dict[str, Any]]:
-    """Return the first ``limit`` movers with names and formatted metrics."""
+def mover_rows(
+    result: SimulationResult, limit: int, *, masked: bool = True
+) -> list[dict[str, Any]]:
+    """Return the first ``limit`` movers with names and formatted metrics.
+
+    Names are masked unless ``masked`` is false.
+    """
     movers = result.movers[:limit]
     names = dict(
         Member.objects.filter(pk__in=[m.member_id for m in movers]).values_list(
@@ -875,7 +899,8 @@ def mover_rows(result: SimulationResult, limit: int) -> list[dict[str, Any]]:
         rows.append(
             {
                 "member_id": mover.member_id,
-                "name": names.get(mover.member_id) or f"#{mover.member_id}",
+                "name": _mover_name(names.get(mover.member_id), masked)
+                or f"#{mover.member_id}",
                 "url": reverse("admin:members_member_change", args=[mover.member_id]),
                 "from_tier": mover.from_tier,
                 "to_tier": mover.to_tier,
@@ -1145,6 +1170,14 @@ class TierOverrideActionForm(ActionForm):
     )
 
 
+# Override fields of free text, and the masked stand-ins shown in their place.
+MASKED_REASONS = {
+    "reason": "masked_reason",
+    "rejection_reason": "masked_rejection_reason",
+    "end_reason": "masked_end_reason",
+}
+
+
 @admin.register(TierOverride)
 class TierOverrideAdmin(GuardedHistoryAdmin):
     """Requests, approvals and rejections, each through tiers.overrides.
@@ -1168,7 +1201,8 @@ class TierOverrideAdmin(GuardedHistoryAdmin):
     # The member, tier and both users are shown on every row.
     list_select_related = ["member", "tier", "requested_by", "approved_by"]
     raw_id_fields = ["member"]
-    search_fields = ["member__id__exact", "reason"]
+    # Reasons often quote a phone, and the search term travels in the URL.
+    search_fields = ["member__id__exact"]
     actions = ["approve_selected", "reject_selected"]
     # Shown on an existing override's page, below the fields of the request.
     decision_fields = (
@@ -1189,6 +1223,50 @@ class TierOverrideAdmin(GuardedHistoryAdmin):
         self, request: HttpRequest, obj: TierOverride | None = None
     ) -> Sequence[str]:
         return () if obj is None else self.decision_fields
+
+    def get_fields(
+        self, request: HttpRequest, obj: TierOverride | None = None
+    ) -> Sequence[Any]:
+        # Staff write reasons such as "called from 138...", so staff without
+        # the personal data permission see them masked.
+        fields = super().get_fields(request, obj)
+        if obj is None or can_view_personal_data(request.user):
+            return fields
+        return [MASKED_REASONS.get(name, name) for name in fields]
+
+    @admin.display(description=_("reason"))
+    def masked_reason(self, override: TierOverride) -> str:
+        return mask_text(override.reason)
+
+    @admin.display(description=_("rejection reason"))
+    def masked_rejection_reason(self, override: TierOverride) -> str:
+        return mask_text(override.rejection_reason)
+
+    @admin.display(description=_("end reason"))
+    def masked_end_reason(self, override: TierOverride) -> str:
+        return mask_text(override.end_reason)
+
+    def history_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # The history pages show every version's reasons unmasked.
+        if not can_view_personal_data(request.user):
+            raise PermissionDenied
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        version_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if not can_view_personal_data(request.user):
+            raise PermissionDenied
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request)
@@ -1367,7 +1445,7 @@ _member_admin_class.inlines = [*_member_admin_class.inlines, TierOverrideInline]
 
 
 @admin.register(ReviewWarning)
-class ReviewWarningAdmin(admin.ModelAdmin):
+class ReviewWarningAdmin(FreeTextLookupGuard, admin.ModelAdmin):
     """Read-only list of the warnings that record_review_warnings() stored."""
 
     list_display = ["member", "tier", "review_at", "created_at", "text"]

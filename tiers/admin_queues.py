@@ -31,7 +31,11 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from members.admin_guards import FreeTextLookupGuard
+from members.audit import record_event
 from members.importing.formats import write_workbook
+from members.models import AuditAction
+from members.privacy import can_view_personal_data, mask_name
 from tiers import outlook as outlooks
 from tiers.formatting import format_date, format_metric_value, local_date
 from tiers.models import MemberOutlook, Metric, Window
@@ -215,7 +219,7 @@ def _rule(item: MemberOutlook, part: str) -> dict[str, Any] | None:
 
 
 @admin.register(MemberOutlook)
-class WorkQueueAdmin(admin.ModelAdmin):
+class WorkQueueAdmin(FreeTextLookupGuard, admin.ModelAdmin):
     """The near promotion and at-risk queues, read-only, with bulk actions.
 
     Near promotion: members whose progress to the next tier is at least the
@@ -479,8 +483,15 @@ class WorkQueueAdmin(admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[MemberOutlook]
     ) -> HttpResponse:
         rows = queryset.select_related("member", "tier", "next_tier")
+        masked = not can_view_personal_data(request.user)
 
-        workbook = outlooks_workbook(rows.iterator(chunk_size=2000))
+        workbook = outlooks_workbook(rows.iterator(chunk_size=2000), masked=masked)
+        record_event(
+            request.user,
+            AuditAction.EXPORT,
+            count=queryset.count(),
+            detail={"export": "work queue", "queue": selected_queue(request)},
+        )
 
         day = local_date(timezone.now()).isoformat()
         filename = f"work-queue-{selected_queue(request)}-{day}.xlsx"
@@ -562,10 +573,11 @@ def _reached_text(leaf: dict[str, Any]) -> str:
     return texts.get(leaf["status"], "—")
 
 
-def outlooks_workbook(items: Iterable[MemberOutlook]) -> bytes:
+def outlooks_workbook(items: Iterable[MemberOutlook], *, masked: bool = True) -> bytes:
     """Write outlooks to an XLSX file, one row each, headings in the active language.
 
     Load the outlooks with select_related("member", "tier", "next_tier").
+    Member names are masked unless ``masked`` is false.
     Text that a spreadsheet would run as a formula is stored as text
     (members.importing.formats.write_workbook). Percentages stay numbers.
     """
@@ -586,7 +598,7 @@ def outlooks_workbook(items: Iterable[MemberOutlook]) -> bytes:
     rows = (
         [
             item.member_id,
-            item.member.name,
+            mask_name(item.member.name) if masked else item.member.name,
             item.tier.name if item.tier else "",
             item.next_tier.name if item.next_tier else "",
             item.progress,

@@ -13,6 +13,7 @@ from django.utils.translation import gettext, pgettext
 
 from members.importing.formats import write_workbook
 from members.models import Member
+from members.privacy import mask_name
 from tiers.evaluation import iter_evaluations
 from tiers.ladder import Ladder
 from tiers.metrics import MetricSpec
@@ -140,11 +141,12 @@ def simulate(
     return result
 
 
-def movers_workbook(result: SimulationResult) -> bytes:
+def movers_workbook(result: SimulationResult, *, masked: bool = True) -> bytes:
     """Write the movers and the movement matrix to an XLSX file.
 
     The headings are those of the simulation page, in the active language.
     Metric values stay numbers, so that the spreadsheet can sum and sort them.
+    Member names are masked unless ``masked`` is false.
     """
     names: dict[int, str] = {}
     ids = [mover.member_id for mover in result.movers]
@@ -165,7 +167,9 @@ def movers_workbook(result: SimulationResult) -> bytes:
     movers = (
         [
             mover.member_id,
-            names.get(mover.member_id, ""),
+            mask_name(names.get(mover.member_id, ""))
+            if masked
+            else names.get(mover.member_id, ""),
             mover.from_tier or "",
             mover.to_tier,
             mover.direction,
