@@ -17,7 +17,7 @@ from members.privacy import mask_text
 _EXCEPTION_FORMATTER = logging.Formatter()
 
 
-# How a browser's form encoding hides an e-mail's @ and a phone's spaces.
+# The form encodings that hide an e-mail's @ and the spaces in a phone.
 _ENCODED_AT = re.compile(r"%40", re.IGNORECASE)
 _ENCODED_SPACE_IN_NUMBER = re.compile(r"(?<=\d)(?:\+|%20)(?=\d)", re.IGNORECASE)
 
