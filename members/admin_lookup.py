@@ -55,7 +55,7 @@ def within_lookup_limit(request: HttpRequest) -> bool:
         count = 1
     if count > limit:
         logger.warning(
-            "member look-up refused user_id=%s count=%d limit=%d",
+            "member look-up rejected, hourly limit reached user_id=%s count=%d limit=%d",
             request.user.pk,
             count,
             limit,

@@ -532,12 +532,12 @@ def _cancel_messages(member_ids: list[int]) -> int:
 def erase_member(member: Member, user: User, reason: str) -> ErasureResult:
     """Erase ``member``'s personal data in one transaction and return the counts.
 
-    Writes tombstones for each channel id, the E.164 phone and the e-mail,
-    clears name, phone and e-mail, replaces channel ids with pseudonyms,
-    removes the old values from free text and JSON of every row linked to
-    the member (history tables included) and from import issues, cancels
-    pending outbox messages, gives the member a new public id (so old
-    member page links stop working) and sets ``erased_at``. Members merged
+    Writes tombstones for each channel id, the E.164 phone and the e-mail.
+    Clears name, phone and e-mail and replaces channel ids with pseudonyms.
+    Removes the old values from free text and JSON of every row linked to
+    the member (history tables included) and from import issues. Cancels
+    pending outbox messages. Gives the member a new public id, so old member
+    page links stop working, and sets ``erased_at``. Members merged
     into ``member`` are erased with it. Activities, tier history and grants
     stay linked to the member. Records AuditAction.ERASE.
 

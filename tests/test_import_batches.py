@@ -441,7 +441,8 @@ def test_issues_csv_quotes_formulas_and_keeps_chinese(base, importer_client):
 
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert rows[1][:4] == ["3", "duplicate", "external_id", "'=1+1"]
-    # The importer sees values masked by their column: an e-mail cell wholly.
+    # Values are masked by their column for the importer, so an e-mail cell
+    # is masked as a whole.
     assert rows[2][:4] == ["4", "rejected", "email", "不***"]
 
 

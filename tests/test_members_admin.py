@@ -319,7 +319,7 @@ def test_member_changelist_queries_do_not_grow(base, ladder, admin_client):
 
     assert Member.objects.count() == 50
     # Both counts include one insert of the audit rows for the members the
-    # superuser sees unmasked, whatever their number.
+    # superuser is shown unmasked, whatever their number.
     assert many == few
 
 

@@ -84,7 +84,7 @@ def test_copy_edit_simulate_publish(live_server, rule_editor, members, chromium)
     page.get_by_role("link", name="Simulate").click()
 
     # Li Na (1,500) falls to Bronze and Chen Jie gets a first tier. A rule
-    # editor sees the movers' names masked.
+    # editor is shown the movers' names masked.
     expect(page.locator("#total-moved")).to_have_text("2")
     expect(page.locator("#total-down")).to_have_text("1")
     expect(page.locator("#movers").get_by_text("L***", exact=True)).to_be_visible()

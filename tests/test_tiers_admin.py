@@ -415,7 +415,7 @@ def test_simulate_page_counts_movements(editor, six_members, stricter_draft):
         "new": 1,
         "unchanged": 3,
     }
-    # A rule editor sees members' names masked.
+    # A rule editor is shown members' names masked.
     movers = {row["name"]: row for row in response.context["movers"]}
     assert set(movers) == {"f***", "r***", "n***"}
     assert movers["r***"]["to_tier"] == "Gold"

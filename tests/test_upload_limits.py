@@ -278,7 +278,7 @@ def shared_strings_laughs_xlsx(path: Path) -> Path:
 
 
 def shared_strings_xlsx(path: Path, table_mib: float) -> Path:
-    """A member XLSX whose shared-string table holds ``table_mib`` MiB of
+    """A member XLSX whose shared-string table contains ``table_mib`` MiB of
     distinct 10-character strings, the costliest kind for openpyxl."""
     count = int(table_mib * MIB) // len(b"<si><t>s000000000</t></si>")
     table = io.BytesIO()
